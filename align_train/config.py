@@ -1,0 +1,264 @@
+"""The configuration schema: typed dataclasses that Hydra validates every recipe against.
+
+Each config group in ``conf/`` selects one of these schemas (``conf/objective/dpo.yaml``
+starts from ``dpo_schema``), so an unknown key or a wrong type fails at composition time,
+before anything is loaded. The registries at the bottom are the only names a recipe can
+select: recipes never instantiate arbitrary callables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how."""
+
+    name_or_path: str = MISSING  # hub id or local directory
+    tokenizer: Optional[str] = None  # defaults to name_or_path
+    revision: Optional[str] = None
+    # "pretrained" loads weights; "random" builds the architecture from its config only.
+    init: str = "pretrained"
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2 | None (library default)
+    gradient_checkpointing: bool = False
+    max_length: int = 1024  # tokens per example (prompt + completion), longer ones are truncated
+    trust_remote_code: bool = False  # never on unless the user sets it
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SourceConfig:
+    """One data source of a mixture: a local file or directory, or a hub dataset."""
+
+    path: str = MISSING  # file (.jsonl .json .csv .parquet), directory of such files, or hub dataset name
+    format: Optional[str] = None  # messages | preference | feedback | documents; None infers it from the columns
+    split: str = "train"  # hub datasets only
+    subset: Optional[str] = None  # hub dataset configuration name
+    columns: Dict[str, str] = field(default_factory=dict)  # {column in the source: field of the format}
+    # Multiplier on the source's size: 0.5 samples half its rows, 2.0 repeats it twice, 1.0 takes it as is.
+    weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    """Training (and held-out) data: named sources mixed with weights."""
+
+    train: Dict[str, SourceConfig] = field(default_factory=dict)
+    eval: Dict[str, SourceConfig] = field(default_factory=dict)  # explicit held-out sources
+    eval_fraction: float = 0.0  # held out from train when no eval sources are given
+    max_eval_rows: Optional[int] = None
+    # A row with an empty prompt / completion / missing field is an error; with this set it is skipped,
+    # and the count is printed and written to the run directory.
+    skip_invalid_rows: bool = False
+    seed: int = 42
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+@dataclass
+class ObjectiveConfig:
+    """Base of all objectives: ``name`` picks the adapter from the objective registry."""
+
+    name: str = MISSING
+
+
+@dataclass
+class SFTObjectiveConfig(ObjectiveConfig):
+    """Supervised fine-tuning through TRL's SFTTrainer."""
+
+    name: str = "sft"
+    packing: bool = False
+    # Train on assistant turns only (chat data); needs a chat template with generation markers.
+    assistant_only_loss: bool = True
+    # Prompt/completion data: train on the completion only (None = TRL's default, True).
+    completion_only_loss: Optional[bool] = None
+
+
+@dataclass
+class DPOObjectiveConfig(ObjectiveConfig):
+    """Direct preference optimisation and its variants through TRL's DPOTrainer."""
+
+    name: str = "dpo"
+    beta: float = 0.1
+    # One or several of TRL's loss types; several are combined with loss_weights (e.g. MPO).
+    loss_type: List[str] = field(default_factory=lambda: ["sigmoid"])
+    loss_weights: Optional[List[float]] = None
+    label_smoothing: float = 0.0  # robust / exo
+    ld_alpha: Optional[float] = None  # LD-DPO length desensitisation
+    f_divergence_type: str = "reverse_kl"
+    f_alpha_divergence_coef: float = 0.5
+    discopop_tau: float = 0.05
+    use_weighting: bool = False
+    # Reference log-probs computed once before training: no reference model in memory while training.
+    precompute_ref_log_probs: bool = False
+    padding_free: bool = False
+    sync_ref_model: bool = False
+    ref_model_mixup_alpha: float = 0.6
+    ref_model_sync_steps: int = 512
+
+
+@dataclass
+class KTOObjectiveConfig(ObjectiveConfig):
+    """Kahneman-Tversky optimisation on unpaired thumbs-up / thumbs-down data via TRL's KTOTrainer."""
+
+    name: str = "kto"
+    beta: float = 0.1
+    loss_type: str = "kto"  # kto | apo_zero_unpaired
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    precompute_ref_log_probs: bool = False
+
+
+# --------------------------------------------------------------------------- tuning strategies
+
+
+@dataclass
+class TuningConfig:
+    """Base of all tuning strategies: ``name`` picks the strategy from the tuning registry."""
+
+    name: str = MISSING
+
+
+@dataclass
+class FullTuningConfig(TuningConfig):
+    """Every parameter trains."""
+
+    name: str = "full"
+
+
+@dataclass
+class LoraTuningConfig(TuningConfig):
+    """Low-rank adapters through peft; the frozen base with adapters disabled is the reference model."""
+
+    name: str = "lora"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Module names (suffixes) to adapt, or ["all-linear"].
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    bias: str = "none"  # none | all | lora_only
+    use_rslora: bool = False
+    modules_to_save: List[str] = field(default_factory=list)
+    # The adapter is written to final/; with this set, the merged full model is written to final-merged/ too.
+    save_merged: bool = False
+
+
+@dataclass
+class FreezeTuningConfig(TuningConfig):
+    """Only parameters whose name matches one of the patterns train; everything else is frozen."""
+
+    name: str = "freeze"
+    # Regular expressions matched (re.search) against parameter names, e.g. "layers\\.[23]\\.mlp".
+    trainable: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. The global batch is the setting; accumulation is derived from it."""
+
+    learning_rate: float = 5e-5
+    num_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    global_batch_size: int = 8  # examples per optimiser step, over all processes
+    per_device_batch_size: int = 4  # micro-batch; accumulation = global / (micro x processes)
+    eval_batch_size: Optional[int] = None  # defaults to per_device_batch_size
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    seed: int = 42
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed-precision autocast)
+    logging_steps: int = 5
+    save_steps: int = 0  # 0: save only at the end
+    save_total_limit: Optional[int] = 2
+    eval_steps: int = 0  # 0: evaluate on the held-out split only at the end
+    use_cpu: bool = False  # force CPU even where an accelerator exists (multi-process CPU runs need it)
+    dataloader_num_workers: int = 0
+    # Extra keyword arguments for the TRL config (checked against its fields before anything loads).
+    trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- tracking and summary
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking beyond the local metrics.jsonl (which is always written)."""
+
+    name: str = "none"  # none | wandb
+    project: str = "align-train"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SummaryConfig:
+    """Headline metrics on the held-out split, measured before and after training."""
+
+    enabled: bool = True
+    max_examples: int = 64  # held-out rows scored (preference accuracy / perplexity)
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+@dataclass
+class AlignConfig:
+    """A complete run: what to train, on what, how, and where to write it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: Any = MISSING  # one of OBJECTIVE_SCHEMAS
+    tuning: Any = MISSING  # one of TUNING_SCHEMAS
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+    run_name: str = "run"
+    output_dir: str = MISSING
+    # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last
+    # complete checkpoint in output_dir (fresh start if none); a path: continue from that checkpoint.
+    resume: Any = False
+
+
+OBJECTIVE_SCHEMAS: Dict[str, type] = {
+    "sft": SFTObjectiveConfig,
+    "dpo": DPOObjectiveConfig,
+    "kto": KTOObjectiveConfig,
+}
+
+TUNING_SCHEMAS: Dict[str, type] = {
+    "full": FullTuningConfig,
+    "lora": LoraTuningConfig,
+    "freeze": FreezeTuningConfig,
+}
+
+
+def register_schemas(store: ConfigStore | None = None) -> None:
+    """Make the schemas selectable from the YAML groups (``defaults: [dpo_schema]``)."""
+    store = store or ConfigStore.instance()
+    store.store(name="align_config_schema", node=AlignConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="data", name="data_schema", node=DataConfig)
+    store.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name, schema in OBJECTIVE_SCHEMAS.items():
+        store.store(group="objective", name=f"{name}_schema", node=schema)
+    for name, schema in TUNING_SCHEMAS.items():
+        store.store(group="tuning", name=f"{name}_schema", node=schema)

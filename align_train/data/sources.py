@@ -1,0 +1,160 @@
+"""Reading one data source into validated rows, with file and row numbers in every error.
+
+Local JSON Lines are parsed line by line (so a malformed line is reported by its line
+number); JSON, CSV, Parquet and hub datasets are read with `datasets`. Every row is then
+validated against its format's schema. Bad rows are an error that lists them, unless the
+recipe sets ``data.skip_invalid_rows``, in which case they are counted and reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from align_train.data.formats import FORMATS, infer_format, normalise_row
+from align_train.errors import DataError
+
+FILE_TYPES = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+MAX_ERRORS_SHOWN = 10
+
+
+@dataclass
+class SourceRows:
+    """A source's valid rows (format fields only) and what was skipped."""
+
+    name: str
+    format: str
+    rows: list[dict]
+    skipped: list[str] = field(default_factory=list)  # "file row N: reason"
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix not in FILE_TYPES:
+            raise DataError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(FILE_TYPES)}")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in FILE_TYPES)
+    if not files:
+        raise DataError(f"{path}: directory holds no data files ({', '.join(FILE_TYPES)})")
+    return files
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            yield f"{path} line {number}", row
+
+
+def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as err:  # datasets raises many types for unreadable files
+        raise DataError(f"{path}: cannot be read as {kind}: {err}") from None
+    for index, row in enumerate(table, start=1):
+        yield f"{path} row {index}", row
+
+
+def _read_file(path: Path) -> Iterator[tuple[str, dict]]:
+    kind = FILE_TYPES[path.suffix]
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    if kind == "json":
+        return _read_json(path)
+    return _read_with_datasets(path, kind)
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(content, list):
+        raise DataError(f"{path}: expected a JSON array of objects (or use .jsonl, one object per line)")
+    for index, row in enumerate(content, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path} row {index}: expected an object, got {type(row).__name__}")
+        yield f"{path} row {index}", row
+
+
+def _read_hub(name: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(name, subset, split=split)
+    except Exception as err:
+        raise DataError(
+            f"data source '{name}' is not a local file or directory, and loading it as a hub dataset "
+            f"(subset={subset}, split={split}) failed: {err}"
+        ) from None
+    for index, row in enumerate(table, start=1):
+        yield f"{name}[{split}] row {index}", row
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).suffix in FILE_TYPES
+
+
+def _rename(row: dict, columns: dict[str, str], where: str) -> dict:
+    if not columns:
+        return row
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise DataError(f"{where}: column(s) {missing} named in 'columns' are absent; present: {sorted(row)}")
+    renamed = {k: v for k, v in row.items() if k not in columns}
+    renamed.update({target: row[source] for source, target in columns.items()})
+    return renamed
+
+
+def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
+    """Read and validate every row of one configured source (a ``SourceConfig`` at config key ``key``)."""
+    name = key
+    path = Path(source.path).expanduser()
+    if path.exists():
+        records = (rec for f in _files_of(path) for rec in _read_file(f))
+    elif _looks_local(source.path):
+        raise DataError(f"{key}.path: file or directory '{source.path}' does not exist")
+    else:
+        records = _read_hub(source.path, source.subset, source.split)
+
+    fmt = source.format
+    if fmt is not None and fmt not in FORMATS:
+        raise DataError(f"{key}.format: '{fmt}' is unknown; expected one of {', '.join(FORMATS)}")
+    rows, errors = [], []
+    for where, raw in records:
+        raw = _rename(raw, dict(source.columns), where)
+        if fmt is None:
+            fmt = infer_format(list(raw))
+            if fmt is None:
+                raise DataError(
+                    f"{where}: cannot tell the data format from columns {sorted(raw)}; expected the fields of one of "
+                    + "; ".join(f"{f.name} ({', '.join(f.fields)})" for f in FORMATS.values())
+                    + ". Map columns with 'columns' or set 'format'."
+                )
+        try:
+            rows.append(normalise_row(fmt, raw))
+        except ValueError as err:
+            errors.append(f"{where}: {err}")
+    if not rows and not errors:
+        raise DataError(f"data source '{name}' ({source.path}) has no rows")
+    if errors and not skip_invalid_rows:
+        shown = "\n  ".join(errors[:MAX_ERRORS_SHOWN])
+        more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
+        raise DataError(
+            f"data source '{name}': {len(errors)} invalid row(s) for format '{fmt}':\n  {shown}{more}\n"
+            "Fix them, or set data.skip_invalid_rows=true to skip (and count) them."
+        )
+    if not rows:
+        raise DataError(f"data source '{name}': every one of its {len(errors)} rows is invalid, e.g. {errors[0]}")
+    return SourceRows(name=name, format=fmt, rows=rows, skipped=errors)

@@ -1,0 +1,79 @@
+"""What an objective is: a thin adapter that configures one TRL trainer.
+
+An objective declares the data formats it trains on, checks its settings and its data up
+front (before any model is loaded), and builds its TRL config and trainer. It never looks
+at the tuning strategy: the run hands it a model (plain or peft-wrapped) and, when it needs
+one, a reference model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC
+from typing import Any
+
+from align_train.data import DataBundle
+from align_train.errors import ConfigError, DataError
+
+
+class Objective(ABC):
+    name: str = ""
+    accepts: tuple[str, ...] = ()  # data formats the TRL trainer takes (conversions may reach them)
+    config_class: type = object  # TRL config dataclass
+    trainer_class: type = object  # TRL trainer
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    # ----------------------------------------------------------------- checks before loading
+
+    def validate(self, run_cfg) -> None:
+        """Config checks that need nothing loaded. ``run_cfg`` is the whole run's config."""
+
+    def check_data(self, data: DataBundle, tokenizer) -> list[str]:
+        """Data checks before the model loads; raise DataError, or return warnings to print."""
+        sample = data.train[0]
+        if any(isinstance(v, list) for v in sample.values()) and not tokenizer.chat_template:
+            raise DataError(
+                "the training data is conversational (lists of messages) but the tokenizer has no chat template; "
+                "use a chat model's tokenizer (model.tokenizer=...) or standard (plain-string) data"
+            )
+        return []
+
+    def needs_reference_model(self) -> bool:
+        """Whether the trainer must be given a reference model (when the tuning does not provide one)."""
+        return False
+
+    # ----------------------------------------------------------------- building
+
+    def trl_kwargs(self, data: DataBundle) -> dict[str, Any]:
+        """Objective-specific fields of the TRL config."""
+        return {}
+
+    def trl_field_names(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self.config_class)}
+
+    def make_args(self, common: dict[str, Any], data: DataBundle):
+        kwargs = {**common, **self.trl_kwargs(data)}
+        unknown = sorted(set(kwargs) - self.trl_field_names())
+        if unknown:
+            raise ConfigError(f"{self.config_class.__name__} has no field(s) {unknown}")
+        return self.config_class(**kwargs)
+
+    def build_trainer(self, model, ref_model, tokenizer, data: DataBundle, args, callbacks):
+        kwargs = dict(
+            model=model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+        if ref_model is not None:
+            kwargs["ref_model"] = ref_model
+        return self.trainer_class(**kwargs)
+
+
+def check_choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(map(str, choices))}")

@@ -1,0 +1,83 @@
+"""Direct preference optimisation and every loss variant TRL's DPOTrainer offers."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from trl import DPOConfig, DPOTrainer
+
+from align_train.data import DataBundle
+from align_train.errors import ConfigError
+from align_train.objectives.base import Objective, check_choice
+
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+
+
+def trl_dpo_loss_types() -> tuple[str, ...]:
+    """The loss types of the installed TRL, read from DPOConfig's own field documentation.
+
+    TRL validates ``loss_type`` only at the first training step; reading its list here lets
+    a typo fail before anything loads, and stays in step with TRL upgrades.
+    """
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    names = tuple(dict.fromkeys(re.findall(r"`'([a-z_]+)'`", field.metadata["help"])))
+    if not names:  # pragma: no cover - only if TRL changes its help text format
+        raise RuntimeError("cannot read DPO loss types from trl.DPOConfig")
+    return names
+
+
+class DPOObjective(Objective):
+    name = "dpo"
+    accepts = ("preference",)
+    config_class = DPOConfig
+    trainer_class = DPOTrainer
+
+    def validate(self, run_cfg) -> None:
+        cfg = self.cfg
+        if not cfg.loss_type:
+            raise ConfigError("objective.loss_type: name at least one loss type")
+        valid = trl_dpo_loss_types()
+        for i, loss in enumerate(cfg.loss_type):
+            if loss not in valid:
+                raise ConfigError(f"objective.loss_type[{i}] is '{loss}'; TRL's DPO offers: {', '.join(valid)}")
+        if cfg.loss_weights is not None and len(cfg.loss_weights) != len(cfg.loss_type):
+            raise ConfigError(
+                f"objective.loss_weights has {len(cfg.loss_weights)} weight(s) for {len(cfg.loss_type)} "
+                f"loss type(s) {list(cfg.loss_type)}; give one weight per loss type"
+            )
+        if cfg.beta <= 0:
+            raise ConfigError(f"objective.beta must be > 0, got {cfg.beta}")
+        check_choice("objective.f_divergence_type", cfg.f_divergence_type, F_DIVERGENCES)
+        if "robust" in cfg.loss_type and not 0.0 <= cfg.label_smoothing < 0.5:
+            raise ConfigError(f"objective.label_smoothing must be in [0, 0.5) for robust DPO, got {cfg.label_smoothing}")
+        if cfg.ld_alpha is not None and not 0.0 <= cfg.ld_alpha <= 1.0:
+            raise ConfigError(f"objective.ld_alpha must be in [0, 1], got {cfg.ld_alpha}")
+        if cfg.sync_ref_model and cfg.precompute_ref_log_probs:
+            raise ConfigError(
+                "objective.sync_ref_model and objective.precompute_ref_log_probs cannot both be true: "
+                "precomputed log-probs assume a fixed reference"
+            )
+
+    def needs_reference_model(self) -> bool:
+        # Precomputed reference log-probs are taken from the policy before its first step: no copy needed.
+        return not self.cfg.precompute_ref_log_probs
+
+    def trl_kwargs(self, data: DataBundle) -> dict:
+        cfg = self.cfg
+        return {
+            "beta": cfg.beta,
+            "loss_type": list(cfg.loss_type),
+            "loss_weights": list(cfg.loss_weights) if cfg.loss_weights is not None else None,
+            "label_smoothing": cfg.label_smoothing,
+            "ld_alpha": cfg.ld_alpha,
+            "f_divergence_type": cfg.f_divergence_type,
+            "f_alpha_divergence_coef": cfg.f_alpha_divergence_coef,
+            "discopop_tau": cfg.discopop_tau,
+            "use_weighting": cfg.use_weighting,
+            "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
+            "padding_free": cfg.padding_free,
+            "sync_ref_model": cfg.sync_ref_model,
+            "ref_model_mixup_alpha": cfg.ref_model_mixup_alpha,
+            "ref_model_sync_steps": cfg.ref_model_sync_steps,
+        }

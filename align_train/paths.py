@@ -1,0 +1,28 @@
+"""Where the project's own files live, and the ``${asset:...}`` resolver that points recipes at them.
+
+Bundled assets (the tiny model, the tiny data sets, the config groups, the recipes) sit beside
+the package in the repository. Recipes name them as ``${asset:data/tiny/sft.jsonl}`` so a run
+works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(os.environ.get("ALIGN_TRAIN_HOME", Path(__file__).resolve().parent.parent))
+CONF_DIR = PROJECT_ROOT / "conf"
+RECIPES_DIR = PROJECT_ROOT / "recipes"
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+def asset(relative: str) -> str:
+    """Absolute path of a file shipped with the project (``data/...``)."""
+    return str(PROJECT_ROOT / relative)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("asset"):
+        OmegaConf.register_new_resolver("asset", asset)

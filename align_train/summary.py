@@ -1,0 +1,75 @@
+"""Headline metrics before and after training, and the short report printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align_train.evaluation import perplexity, preference_metrics, preference_scores, prompt_completion_pairs
+
+
+def headline_metrics(model, tokenizer, heldout: dict[str, list[dict]], max_examples: int, max_length: int,
+                     base_scores=None) -> tuple[dict, list | None]:
+    """Preference metrics (if held-out pairs exist) and held-out completion perplexity.
+
+    Returns the metrics and the per-pair log-probs; pass the base model's log-probs as
+    ``base_scores`` after training to get the implicit-reward accuracy against the base.
+    """
+    metrics: dict[str, float] = {}
+    scores = None
+    if "preference" in heldout:
+        scores = preference_scores(model, tokenizer, heldout["preference"][:max_examples], max_length=max_length)
+        metrics.update(preference_metrics(scores, base_scores))
+    for fmt, rows in heldout.items():
+        pairs = prompt_completion_pairs(fmt, rows[:max_examples])
+        if pairs:
+            metrics["perplexity"] = perplexity(model, tokenizer, pairs, max_length=max_length)
+            break
+    return metrics, scores
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    final_dir: str
+    saved: str
+    recipe: str
+    objective: str
+    tuning: str
+    model: str
+    parameters: dict
+    data: dict
+    steps: int = 0
+    train_loss: float | None = None
+    resumed_from: str | None = None
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        p = self.parameters
+        share = 100.0 * p["trainable"] / max(p["total"], 1)
+        lines = [
+            "",
+            "=" * 72,
+            f"align-train: {self.recipe}  ({self.objective} + {self.tuning})",
+            f"  model       {self.model}",
+            f"  parameters  {p['trainable']:,} trainable of {p['total']:,} ({share:.2f}%)",
+            f"  data        {self.data.get('train_rows', 0)} train rows ({self.data.get('format')}), "
+            f"{self.data.get('eval_rows', 0)} held out, {self.data.get('skipped_rows', 0)} skipped",
+            f"  training    {self.steps} steps in {self.seconds:.0f}s"
+            + (f", final train loss {self.train_loss:.4f}" if self.train_loss is not None else "")
+            + (f" (resumed from {self.resumed_from})" if self.resumed_from else ""),
+            f"  saved       {self.final_dir}  [{self.saved}]",
+        ]
+        if self.before or self.after:
+            lines.append("  held-out metrics     before  ->  after")
+            for key in sorted(set(self.before) | set(self.after)):
+                b, a = self.before.get(key), self.after.get(key)
+                lines.append(f"    {key:<18} {_fmt(b):>8}  ->  {_fmt(a):<8}")
+        lines.append(f"  run directory {self.run_dir} (config.yaml, metrics.jsonl, summary.json)")
+        lines.append("=" * 72)
+        return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,132 @@
+"""One training run, start to finish: check everything, load, train, save, summarise.
+
+The order is the contract users rely on: the config and the data are checked before any
+model is loaded, so a typo or a bad row costs seconds, not a GPU allocation. The objective
+and the tuning strategy are wired together here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from accelerate import PartialState
+from transformers import set_seed
+
+from align_train.data import load_data
+from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
+from align_train.objectives import Objective, make_objective
+from align_train.objectives.base import check_choice
+from align_train.run_dir import resolve_resume, write_json, write_run_files
+from align_train.summary import RunResult, headline_metrics
+from align_train.tracking import JsonlMetricsCallback, configure_logger
+from align_train.training_args import check_trainer_kwargs, common_trainer_args
+from align_train.tuning import TuningStrategy, make_tuning
+
+
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter from the libraries drown the run's own output."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def log(message: str) -> None:
+    if PartialState().is_main_process:
+        print(f"[align-train] {message}", file=sys.stderr, flush=True)
+
+
+def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy]:
+    """Every check that needs nothing loaded; raises ConfigError naming the key."""
+    objective = make_objective(cfg.objective)
+    tuning = make_tuning(cfg.tuning)
+    objective.validate(cfg)
+    tuning.validate()
+    check_choice("model.dtype", cfg.model.dtype, DTYPES)
+    configure_logger(cfg.logger)
+    check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
+    common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
+    return objective, tuning
+
+
+def run(cfg) -> RunResult:
+    started = time.time()
+    quiet_libraries()
+    state = PartialState()
+    objective, tuning = validate_config(cfg, state.num_processes)
+    run_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, run_dir)
+
+    data = load_data(cfg.data, objective.accepts, objective.name)
+    tokenizer = load_tokenizer(cfg.model)
+    warnings = objective.check_data(data, tokenizer)
+    if state.is_main_process:
+        write_run_files(cfg, run_dir, state.num_processes)
+        write_json(run_dir / "data_report.json", data.report)
+    for warning in warnings:
+        log(f"warning: {warning}")
+    if data.report["skipped_rows"]:
+        log(f"skipped {data.report['skipped_rows']} invalid row(s) (data.skip_invalid_rows=true); see data_report.json")
+    log(f"data: {data.report['train_rows']} train / {data.report['eval_rows']} held-out rows, format {data.format}")
+
+    set_seed(cfg.train.seed)
+    model = load_model(cfg.model)
+    reference = None
+    if objective.needs_reference_model() and not tuning.provides_reference:
+        reference = frozen_copy(model)
+    max_length = cfg.model.max_length
+    measure = cfg.summary.enabled and state.is_main_process and data.heldout
+    before, base_scores = {}, None
+    if measure:
+        before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)
+
+    model = tuning.apply(model)
+    parameters = count_parameters(model)
+    log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
+    args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
+    callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl")]
+    trainer = objective.build_trainer(model, reference, tokenizer, data, args, callbacks)
+    if resume_from:
+        log(f"resuming from {resume_from}")
+    trainer.train(resume_from_checkpoint=resume_from)
+    if data.eval is not None:
+        trainer.evaluate()
+
+    final_dir = run_dir / "final"
+    saved = tuning.save_final(trainer, str(final_dir))
+    after = {}
+    if measure and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        after, _ = headline_metrics(
+            policy, tokenizer, data.heldout, cfg.summary.max_examples, max_length, base_scores=base_scores
+        )
+
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    result = RunResult(
+        run_dir=str(run_dir),
+        final_dir=str(final_dir),
+        saved=saved,
+        recipe=cfg.run_name,
+        objective=objective.name,
+        tuning=tuning.name,
+        model=cfg.model.name_or_path,
+        parameters=parameters,
+        data={k: data.report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")},
+        steps=trainer.state.global_step,
+        train_loss=losses[-1] if losses else None,
+        resumed_from=resume_from,
+        before=before,
+        after=after,
+        seconds=time.time() - started,
+    )
+    if state.is_main_process:
+        write_json(run_dir / "summary.json", result.__dict__)
+        print(result.render(), flush=True)
+    return result

@@ -1,0 +1,111 @@
+"""The trainer arguments every objective shares, derived once from the run config.
+
+The global batch is the setting (as in HALOs): gradient accumulation is derived from it,
+the micro-batch and the number of processes, and must divide exactly. Nothing else sets it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from align_train.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Our config keys that own a trainer argument; trainer_kwargs may not set these behind their back.
+OWNED = {
+    "output_dir": "output_dir",
+    "per_device_train_batch_size": "train.per_device_batch_size",
+    "per_device_eval_batch_size": "train.eval_batch_size",
+    "gradient_accumulation_steps": "train.global_batch_size",
+    "learning_rate": "train.learning_rate",
+    "num_train_epochs": "train.num_epochs",
+    "max_steps": "train.max_steps",
+    "lr_scheduler_type": "train.lr_scheduler",
+    "warmup_steps": "train.warmup_ratio",
+    "weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm",
+    "optim": "train.optim",
+    "seed": "train.seed",
+    "bf16": "train.precision",
+    "fp16": "train.precision",
+    "logging_steps": "train.logging_steps",
+    "save_strategy": "train.save_steps",
+    "save_steps": "train.save_steps",
+    "save_total_limit": "train.save_total_limit",
+    "eval_strategy": "train.eval_steps",
+    "eval_steps": "train.eval_steps",
+    "use_cpu": "train.use_cpu",
+    "report_to": "logger.name",
+    "run_name": "run_name",
+    "gradient_checkpointing": "model.gradient_checkpointing",
+    "activation_checkpointing": "model.gradient_checkpointing",
+    "max_length": "model.max_length",
+    "trust_remote_code": "model.trust_remote_code",
+}
+
+
+def gradient_accumulation(train_cfg, world_size: int) -> int:
+    """Accumulation steps so that micro-batch x processes x accumulation == global batch."""
+    per_step = train_cfg.per_device_batch_size * world_size
+    if train_cfg.per_device_batch_size < 1 or train_cfg.global_batch_size < 1:
+        raise ConfigError("train.global_batch_size and train.per_device_batch_size must be >= 1")
+    if train_cfg.global_batch_size % per_step:
+        raise ConfigError(
+            f"train.global_batch_size={train_cfg.global_batch_size} is not divisible by "
+            f"train.per_device_batch_size={train_cfg.per_device_batch_size} x {world_size} process(es) = {per_step}"
+        )
+    return train_cfg.global_batch_size // per_step
+
+
+def check_trainer_kwargs(extra: dict[str, Any], allowed: set[str]) -> None:
+    for key in extra:
+        if key in OWNED:
+            raise ConfigError(f"train.trainer_kwargs.{key}: set it through '{OWNED[key]}' instead")
+        if key not in allowed:
+            raise ConfigError(f"train.trainer_kwargs.{key}: not a field of the objective's TRL config")
+
+
+def common_trainer_args(cfg, run_dir: str, world_size: int) -> dict[str, Any]:
+    """TrainingArguments fields shared by every TRL trainer, from our config."""
+    train = cfg.train
+    if train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision is '{train.precision}'; expected one of {', '.join(PRECISIONS)}")
+    if not 0.0 <= train.warmup_ratio < 1.0:
+        raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {train.warmup_ratio}")
+    args: dict[str, Any] = {
+        "output_dir": run_dir,
+        "per_device_train_batch_size": train.per_device_batch_size,
+        "per_device_eval_batch_size": train.eval_batch_size or train.per_device_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation(train, world_size),
+        "learning_rate": train.learning_rate,
+        "num_train_epochs": train.num_epochs,
+        "max_steps": train.max_steps,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_steps": train.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optim": train.optim,
+        "seed": train.seed,
+        # TRL defaults to bf16 autocast; we default to what the config says (fp32 unless asked).
+        "bf16": train.precision == "bf16",
+        "fp16": train.precision == "fp16",
+        "logging_steps": train.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps" if train.save_steps > 0 else "no",
+        "save_steps": train.save_steps if train.save_steps > 0 else 500,
+        "save_total_limit": train.save_total_limit,
+        "eval_strategy": "steps" if train.eval_steps > 0 else "no",
+        "eval_steps": train.eval_steps if train.eval_steps > 0 else None,
+        "use_cpu": train.use_cpu,
+        "dataloader_num_workers": train.dataloader_num_workers,
+        "report_to": ["wandb"] if cfg.logger.name == "wandb" else [],
+        "run_name": cfg.run_name,
+        # TRL defaults gradient checkpointing on; it is a model setting here, off unless asked.
+        # (activation_checkpointing is transformers' current name; it overrides the deprecated alias.)
+        "activation_checkpointing": cfg.model.gradient_checkpointing,
+        "max_length": cfg.model.max_length,
+        "disable_tqdm": True,
+    }
+    args.update(dict(train.trainer_kwargs))
+    return args

@@ -1,0 +1,37 @@
+"""What a tuning strategy is: it decides which parameters move and how the result is saved.
+
+A strategy never looks at the objective, and an objective never looks at the strategy: the
+run wires them together. ``provides_reference`` tells the run whether the strategy keeps the
+untouched base inside the trained model (LoRA with adapters disabled), so that preference
+objectives need no separate reference copy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import nn
+
+
+class TuningStrategy(ABC):
+    name: str = ""
+    provides_reference: bool = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def validate(self) -> None:
+        """Config-only checks, run before any model is loaded."""
+
+    @abstractmethod
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Mark what trains (and wrap the model if needed); return the model to train."""
+
+    def save_final(self, trainer, directory: str) -> str:
+        """Write the trained result and tokenizer to ``directory``; return a one-line description.
+
+        Called on every process: the trainer gathers sharded weights (DeepSpeed ZeRO-3, FSDP) and
+        writes on the main process only.
+        """
+        trainer.save_model(directory)
+        return "full model (safetensors) and tokenizer"
