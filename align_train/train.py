@@ -88,11 +88,13 @@ def run(cfg) -> RunResult:
         before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)
 
     model = tuning.apply(model)
-    parameters = count_parameters(model)
-    log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
     callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl")]
-    trainer = objective.build_trainer(model, reference, tokenizer, data, args, callbacks)
+    trainer = objective.build_trainer(
+        model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
+    )
+    parameters = count_parameters(trainer.model)
+    log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
     if resume_from:
         log(f"resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)

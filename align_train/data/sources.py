@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from align_train.data.formats import FORMATS, infer_format, normalise_row
+from align_train.data.formats import FORMATS, infer_format, is_conversational, normalise_row
 from align_train.errors import DataError
 
 FILE_TYPES = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -132,20 +132,38 @@ def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
     if fmt is not None and fmt not in FORMATS:
         raise DataError(f"{key}.format: '{fmt}' is unknown; expected one of {', '.join(FORMATS)}")
     rows, errors = [], []
+    unknown: list[tuple[str, dict]] = []  # rows read before the format is known (e.g. a bad first row)
+
+    def validate(where: str, raw: dict) -> None:
+        try:
+            row = normalise_row(fmt, raw)
+            if rows and is_conversational(row) != is_conversational(rows[0]):
+                kind = {True: "conversational (message lists)", False: "standard (plain strings)"}
+                raise ValueError(
+                    f"is {kind[is_conversational(row)]} but earlier rows are {kind[is_conversational(rows[0])]}; "
+                    "a source must be one or the other"
+                )
+            rows.append(row)
+        except ValueError as err:
+            errors.append(f"{where}: {err}")
+
     for where, raw in records:
         raw = _rename(raw, dict(source.columns), where)
         if fmt is None:
             fmt = infer_format(list(raw))
             if fmt is None:
-                raise DataError(
-                    f"{where}: cannot tell the data format from columns {sorted(raw)}; expected the fields of one of "
-                    + "; ".join(f"{f.name} ({', '.join(f.fields)})" for f in FORMATS.values())
-                    + ". Map columns with 'columns' or set 'format'."
-                )
-        try:
-            rows.append(normalise_row(fmt, raw))
-        except ValueError as err:
-            errors.append(f"{where}: {err}")
+                unknown.append((where, raw))
+                continue
+            for earlier in unknown:  # now validated (and reported) against the inferred format
+                validate(*earlier)
+        validate(where, raw)
+    if fmt is None and unknown:
+        where, raw = unknown[0]
+        raise DataError(
+            f"{where}: cannot tell the data format from columns {sorted(raw)}; expected the fields of one of "
+            + "; ".join(f"{f.name} ({', '.join(f.fields)})" for f in FORMATS.values())
+            + ". Map columns with 'columns' or set 'format'."
+        )
     if not rows and not errors:
         raise DataError(f"data source '{name}' ({source.path}) has no rows")
     if errors and not skip_invalid_rows:

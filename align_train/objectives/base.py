@@ -60,7 +60,8 @@ class Objective(ABC):
             raise ConfigError(f"{self.config_class.__name__} has no field(s) {unknown}")
         return self.config_class(**kwargs)
 
-    def build_trainer(self, model, ref_model, tokenizer, data: DataBundle, args, callbacks):
+    def build_trainer(self, model, ref_model, tokenizer, data: DataBundle, args, callbacks, **extra):
+        """The TRL trainer; ``extra`` comes from the tuning strategy and is passed through untouched."""
         kwargs = dict(
             model=model,
             args=args,
@@ -68,6 +69,7 @@ class Objective(ABC):
             eval_dataset=data.eval,
             processing_class=tokenizer,
             callbacks=callbacks,
+            **extra,
         )
         if ref_model is not None:
             kwargs["ref_model"] = ref_model

@@ -3,7 +3,8 @@
 A strategy never looks at the objective, and an objective never looks at the strategy: the
 run wires them together. ``provides_reference`` tells the run whether the strategy keeps the
 untouched base inside the trained model (LoRA with adapters disabled), so that preference
-objectives need no separate reference copy.
+objectives need no separate reference copy. ``trainer_kwargs`` lets a strategy hand the
+trainer what it needs (LoRA hands TRL its peft config) without the objective knowing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ class TuningStrategy(ABC):
 
     @abstractmethod
     def apply(self, model: nn.Module) -> nn.Module:
-        """Mark what trains (and wrap the model if needed); return the model to train."""
+        """Mark what trains (and wrap the model if needed); return the model to hand to the trainer."""
+
+    def trainer_kwargs(self) -> dict:
+        """Extra keyword arguments for the TRL trainer (e.g. a peft config); objectives pass them through."""
+        return {}
 
     def save_final(self, trainer, directory: str) -> str:
         """Write the trained result and tokenizer to ``directory``; return a one-line description.

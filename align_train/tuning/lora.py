@@ -1,11 +1,16 @@
-"""LoRA through peft. The base with adapters disabled is the reference model (no second copy)."""
+"""LoRA through peft. The base with adapters disabled is the reference model (no second copy).
+
+The peft config is handed to the TRL trainer, which wraps the model itself. (A model wrapped
+before the trainer sees it makes TRL copy the adapter into a "ref" adapter instead, because it
+cannot know the adapter is fresh.)
+"""
 
 from __future__ import annotations
 
 import copy
 import os
 
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
 from torch import nn
 
 from align_train.errors import ConfigError
@@ -43,10 +48,21 @@ class LoraTuning(TuningStrategy):
         )
 
     def apply(self, model: nn.Module) -> nn.Module:
-        try:
-            return get_peft_model(model, self.peft_config())
-        except ValueError as err:  # peft: "Target modules {...} not found in the base model"
-            raise ConfigError(f"tuning.target_modules: {err}") from None
+        """Check the targets exist (the trainer wraps the model with ``trainer_kwargs``' peft config)."""
+        targets = list(self.cfg.target_modules)
+        if targets != ["all-linear"]:
+            names = [name for name, _ in model.named_modules()]
+            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+            if missing:
+                leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if not list(m.children())})
+                raise ConfigError(
+                    f"tuning.target_modules: {missing} match no module of the model; its leaf modules are: "
+                    + ", ".join(leaves)
+                )
+        return model
+
+    def trainer_kwargs(self) -> dict:
+        return {"peft_config": self.peft_config()}
 
     def save_final(self, trainer, directory: str) -> str:
         """The adapter (peft's loader, or transformers with peft installed, loads it); merged model too if asked."""
