@@ -37,7 +37,7 @@ class JsonlMetricsCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
-def configure_logger(logger_cfg) -> None:
+def check_logger(logger_cfg) -> None:
     if logger_cfg.name not in LOGGERS:
         raise ConfigError(f"logger.name is '{logger_cfg.name}'; expected one of {', '.join(LOGGERS)}")
     if logger_cfg.name != "wandb":
@@ -48,6 +48,14 @@ def configure_logger(logger_cfg) -> None:
         import wandb  # noqa: F401
     except ImportError:
         raise ConfigError("logger=wandb needs the wandb package: pip install 'align-train[wandb]'") from None
+
+
+def configure_logger(logger_cfg, run_dir: Path) -> None:
+    """Environment for the transformers wandb integration; its files go under the run directory."""
+    check_logger(logger_cfg)
+    if logger_cfg.name != "wandb":
+        return
+    os.environ["WANDB_DIR"] = str(run_dir)
     os.environ["WANDB_MODE"] = logger_cfg.mode
     os.environ["WANDB_PROJECT"] = logger_cfg.project
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -21,7 +21,7 @@ from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
 from align_train.run_dir import resolve_resume, write_json, write_run_files
 from align_train.summary import RunResult, headline_metrics
-from align_train.tracking import JsonlMetricsCallback, configure_logger
+from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwargs, common_trainer_args
 from align_train.tuning import TuningStrategy, make_tuning
 
@@ -50,7 +50,7 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
     objective.validate(cfg)
     tuning.validate()
     check_choice("model.dtype", cfg.model.dtype, DTYPES)
-    configure_logger(cfg.logger)
+    check_logger(cfg.logger)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
     return objective, tuning
@@ -67,6 +67,7 @@ def run(cfg) -> RunResult:
     data = load_data(cfg.data, objective.accepts, objective.name)
     tokenizer = load_tokenizer(cfg.model)
     warnings = objective.check_data(data, tokenizer)
+    configure_logger(cfg.logger, run_dir)
     if state.is_main_process:
         write_run_files(cfg, run_dir, state.num_processes)
         write_json(run_dir / "data_report.json", data.report)
@@ -103,6 +104,10 @@ def run(cfg) -> RunResult:
 
     final_dir = run_dir / "final"
     saved = tuning.save_final(trainer, str(final_dir))
+    if state.is_main_process:
+        # The trainer pickles its arguments beside the weights; the final directory stays pickle-free
+        # (config.yaml in the run directory records every setting).
+        (final_dir / "training_args.bin").unlink(missing_ok=True)
     after = {}
     if measure and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         policy = trainer.accelerator.unwrap_model(trainer.model)
