@@ -72,12 +72,8 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
     rng = random.Random(data_cfg.seed)
     report: dict = {"sources": {}}
     train_parts: dict[str, list[dict]] = {}
-    eval_parts: dict[str, list[dict]] = {}
-    heldout: dict[str, list[dict]] = {}
+    held_parts: dict[str, tuple[str, str, list[dict]]] = {}  # name -> (source format, target, rows)
     targets: dict[str, str] = {}
-
-    def absorb_heldout(fmt: str, rows: list[dict]) -> None:
-        heldout.setdefault(fmt, []).extend(rows)
 
     for name, source in data_cfg.train.items():
         key = f"data.train.{name}"
@@ -96,8 +92,7 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
         train_rows = _weighted(rows, source.weight, rng)
         train_parts[name] = _convert(train_rows, src.format, targets[key])
         if held:
-            eval_parts[name] = _convert(held, src.format, targets[key])
-            absorb_heldout(src.format, held)
+            held_parts[name] = (src.format, targets[key], held)
         report["sources"][name] = {
             "path": source.path,
             "format": src.format,
@@ -114,8 +109,7 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
         key = f"data.eval.{name}"
         src = read_source(key, source, data_cfg.skip_invalid_rows)
         targets[key] = _target_format(key, src, accepted, objective)
-        eval_parts[name] = _convert(src.rows, src.format, targets[key])
-        absorb_heldout(src.format, src.rows)
+        held_parts[name] = (src.format, targets[key], src.rows)
         report["sources"][f"eval/{name}"] = {
             "path": source.path,
             "format": src.format,
@@ -130,14 +124,22 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
             "data sources give different formats to the objective and cannot be mixed: "
             + ", ".join(f"{k} -> {v}" for k, v in targets.items())
         )
+    # Cap the held-out set in source rows, before conversion: a converted pair is never cut in half,
+    # and the trainer's eval set and the summary's held-out rows are the same examples.
+    budget = data_cfg.max_eval_rows
+    eval_parts: dict[str, list[dict]] = {}
+    heldout: dict[str, list[dict]] = {}
+    for name, (source_format, target, rows) in held_parts.items():
+        if budget is not None:
+            rows, budget = rows[:budget], budget - min(budget, len(rows))
+        if rows:
+            eval_parts[name] = _convert(rows, source_format, target)
+            heldout.setdefault(source_format, []).extend(rows)
     _check_one_kind({**train_parts, **{f"eval/{k}": v for k, v in eval_parts.items()}})
 
     train_rows = [row for rows in train_parts.values() for row in rows]
     rng.shuffle(train_rows)
     eval_rows = [row for rows in eval_parts.values() for row in rows]
-    if data_cfg.max_eval_rows is not None:
-        eval_rows = eval_rows[: data_cfg.max_eval_rows]
-        heldout = {fmt: rows[: data_cfg.max_eval_rows] for fmt, rows in heldout.items()}
     fmt = next(iter(targets.values()))
     report.update(
         format=fmt,

@@ -42,7 +42,7 @@ def _files_of(path: Path) -> list[Path]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # -sig: tolerate a byte-order mark
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -77,7 +77,7 @@ def _read_file(path: Path) -> Iterator[tuple[str, dict]]:
 
 def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(content, list):

@@ -1,0 +1,27 @@
+# The two commands of the README:
+#   make run    install (CPU torch pinned) and run the default recipe (tiny DPO, a minute on a CPU)
+#   make test   install and run the test-suite
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test tiny-model clean
+
+setup:
+	$(PIP) install -c constraints.txt "torch==2.13.0"
+	$(PIP) install -c constraints.txt -e ".[dev,wandb]"
+
+run: setup
+	$(PYTHON) -m align_train
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+# Rebuild the bundled tiny data sets and the embedded tiny model from scratch (a few minutes).
+tiny-model:
+	$(PYTHON) scripts/make_tiny_data.py
+	$(PYTHON) scripts/build_tiny_model.py
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache
