@@ -53,10 +53,11 @@ def shared_run_stamp() -> str:
         return os.environ[STAMP_ENV]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
-        PartialState()  # joins the process group the launcher set up
+        from align_train.distributed import process_state
+
+        process_state()  # joins the process group the launcher set up
         stamp = broadcast_object_list([stamp])[0]
     return stamp
 

@@ -12,10 +12,10 @@ import time
 import warnings
 from pathlib import Path
 
-from accelerate import PartialState
 from transformers import set_seed
 
 from align_train.data import load_data
+from align_train.distributed import process_state
 from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
@@ -39,7 +39,7 @@ def quiet_libraries() -> None:
 
 
 def log(message: str) -> None:
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(f"[align-train] {message}", file=sys.stderr, flush=True)
 
 
@@ -59,7 +59,7 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
 def run(cfg) -> RunResult:
     started = time.time()
     quiet_libraries()
-    state = PartialState()
+    state = process_state()
     objective, tuning = validate_config(cfg, state.num_processes)
     run_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, run_dir)
@@ -83,7 +83,7 @@ def run(cfg) -> RunResult:
     if objective.needs_reference_model() and not tuning.provides_reference:
         reference = frozen_copy(model)
     max_length = cfg.model.max_length
-    measure = cfg.summary.enabled and state.is_main_process and data.heldout
+    measure = bool(cfg.summary.enabled and state.is_main_process and data.heldout)
     before, base_scores = {}, None
     if measure:
         before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)

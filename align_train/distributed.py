@@ -1,0 +1,16 @@
+"""The process group, joined before the trainer exists (for the run stamp, batch derivation, logging).
+
+A bare ``PartialState()`` on a machine without GPUs does not join the launcher's process
+group: under ``torchrun --nproc_per_node 2`` every process would believe it is the only one.
+On CPU-only machines the gloo backend is asked for explicitly, as the trainer does with
+``use_cpu``.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import PartialState
+
+
+def process_state() -> PartialState:
+    return PartialState(cpu=not torch.cuda.is_available())
