@@ -172,3 +172,18 @@ def test_random_init_builds_the_architecture_from_its_config(tmp_path):
     result = run_recipe(tmp_path, "recipe=tiny/sft", "model=tiny-random", *FAST)
     assert result.before["perplexity"] > 1000  # untrained: about the vocabulary size
     assert result.after["perplexity"] < result.before["perplexity"]
+
+
+def test_sft_on_documents_trains_every_token(tmp_path):
+    result = run_recipe(tmp_path, "recipe=tiny/sft", "data=tiny_documents", *FAST, "train.max_steps=8")
+    assert result.data["format"] == "documents"
+    assert result.after["perplexity"] < result.before["perplexity"]
+
+
+def test_dpo_on_standard_plain_string_pairs(tmp_path):
+    pairs = DATA_DIR / "examples" / "preference.jsonl"
+    result = run_recipe(
+        tmp_path, "recipe=tiny/dpo", f"data.train.tiny_preference.path={pairs}", "data.eval_fraction=0",
+        "train.max_steps=2", "train.global_batch_size=2", "train.per_device_batch_size=2", "summary.enabled=false",
+    )
+    assert result.steps == 2 and result.data["format"] == "preference"
