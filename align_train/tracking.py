@@ -45,7 +45,7 @@ def check_logger(logger_cfg) -> None:
     if logger_cfg.mode not in WANDB_MODES:
         raise ConfigError(f"logger.mode is '{logger_cfg.mode}'; expected one of {', '.join(WANDB_MODES)}")
     try:
-        import wandb  # noqa: F401
+        import wandb  # noqa: F401  (only checking it is installed)
     except ImportError:
         raise ConfigError("logger=wandb needs the wandb package: pip install 'align-train[wandb]'") from None
 

@@ -3,8 +3,6 @@ configs fail before any model is loaded with a message naming the key."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError

@@ -437,13 +437,13 @@ def test_conversational_and_standard_sources_cannot_mix(tmp_path):
     with pytest.raises(DataError) as err:
         load_data(data_cfg({"conv": conv, "std": std}), DPO, "dpo")
     message = str(err.value)
-    assert "'conv' is conversational" in message and "'std' is standard" in message
+    assert "'data.train.conv' is conversational" in message and "'data.train.std' is standard" in message
 
 
 def test_conversational_train_and_standard_eval_cannot_mix(tmp_path):
     conv = write_jsonl(tmp_path / "conv.jsonl", conv_pairs(3))
     std = write_jsonl(tmp_path / "std.jsonl", pairs(3))
-    with pytest.raises(DataError, match=r"'eval/std' is standard"):
+    with pytest.raises(DataError, match=r"'data.eval.std' is standard"):
         load_data(data_cfg({"conv": conv}, eval={"std": std}), DPO, "dpo")
 
 

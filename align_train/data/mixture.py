@@ -55,6 +55,17 @@ def _target_format(key: str, src: SourceRows, accepted: tuple[str, ...], objecti
     return target
 
 
+def _source_report(source, src: SourceRows, target: str) -> dict:
+    return {
+        "path": source.path,
+        "format": src.format,
+        "converted_to": target,
+        "valid_rows": len(src.rows),
+        "skipped_rows": len(src.skipped),
+        "skipped_examples": src.skipped[:20],
+    }
+
+
 def _check_one_kind(parts: dict[str, list[dict]]) -> None:
     """All sources conversational or all standard: the two cannot share one dataset."""
     kinds = {name: is_conversational(rows[0]) for name, rows in parts.items() if rows}
@@ -72,7 +83,7 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
     rng = random.Random(data_cfg.seed)
     report: dict = {"sources": {}}
     train_parts: dict[str, list[dict]] = {}
-    held_parts: dict[str, tuple[str, str, list[dict]]] = {}  # name -> (source format, target, rows)
+    held_parts: dict[str, tuple[str, str, list[dict]]] = {}  # config key -> (source format, target, rows)
     targets: dict[str, str] = {}
 
     for name, source in data_cfg.train.items():
@@ -90,18 +101,13 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
                 raise DataError(f"{key}: {len(rows)} rows leave nothing to train on after holding out {n_held}")
             held, rows = rows[:n_held], rows[n_held:]
         train_rows = _weighted(rows, source.weight, rng)
-        train_parts[name] = _convert(train_rows, src.format, targets[key])
+        train_parts[key] = _convert(train_rows, src.format, targets[key])
         if held:
-            held_parts[name] = (src.format, targets[key], held)
+            held_parts[key] = (src.format, targets[key], held)
         report["sources"][name] = {
-            "path": source.path,
-            "format": src.format,
-            "converted_to": targets[key],
-            "valid_rows": len(src.rows),
-            "skipped_rows": len(src.skipped),
-            "skipped_examples": src.skipped[:20],
+            **_source_report(source, src, targets[key]),
             "weight": source.weight,
-            "train_rows": len(train_parts[name]),
+            "train_rows": len(train_parts[key]),
             "heldout_rows": len(held),
         }
 
@@ -109,15 +115,8 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
         key = f"data.eval.{name}"
         src = read_source(key, source, data_cfg.skip_invalid_rows)
         targets[key] = _target_format(key, src, accepted, objective)
-        held_parts[name] = (src.format, targets[key], src.rows)
-        report["sources"][f"eval/{name}"] = {
-            "path": source.path,
-            "format": src.format,
-            "converted_to": targets[key],
-            "valid_rows": len(src.rows),
-            "skipped_rows": len(src.skipped),
-            "skipped_examples": src.skipped[:20],
-        }
+        held_parts[key] = (src.format, targets[key], src.rows)
+        report["sources"][f"eval/{name}"] = _source_report(source, src, targets[key])
 
     if len(set(targets.values())) > 1:
         raise DataError(
@@ -129,13 +128,13 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
     budget = data_cfg.max_eval_rows
     eval_parts: dict[str, list[dict]] = {}
     heldout: dict[str, list[dict]] = {}
-    for name, (source_format, target, rows) in held_parts.items():
+    for key, (source_format, target, rows) in held_parts.items():
         if budget is not None:
             rows, budget = rows[:budget], budget - min(budget, len(rows))
         if rows:
-            eval_parts[name] = _convert(rows, source_format, target)
+            eval_parts[key] = _convert(rows, source_format, target)
             heldout.setdefault(source_format, []).extend(rows)
-    _check_one_kind({**train_parts, **{f"eval/{k}": v for k, v in eval_parts.items()}})
+    _check_one_kind({**train_parts, **eval_parts})
 
     train_rows = [row for rows in train_parts.values() for row in rows]
     rng.shuffle(train_rows)

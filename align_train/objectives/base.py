@@ -76,6 +76,18 @@ class Objective(ABC):
         return self.trainer_class(**kwargs)
 
 
+class ReferenceObjective(Objective):
+    """An objective whose loss compares the policy with a frozen reference, scaled by ``beta`` (DPO, KTO)."""
+
+    def validate(self, run_cfg) -> None:
+        if self.cfg.beta <= 0:
+            raise ConfigError(f"objective.beta must be > 0, got {self.cfg.beta}")
+
+    def needs_reference_model(self) -> bool:
+        # Precomputed reference log-probs are taken from the policy before its first step: no copy needed.
+        return not self.cfg.precompute_ref_log_probs
+
+
 def check_choice(key: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(map(str, choices))}")

@@ -9,7 +9,7 @@ from trl import DPOConfig, DPOTrainer
 
 from align_train.data import DataBundle
 from align_train.errors import ConfigError
-from align_train.objectives.base import Objective, check_choice
+from align_train.objectives.base import ReferenceObjective, check_choice
 
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
@@ -27,13 +27,14 @@ def trl_dpo_loss_types() -> tuple[str, ...]:
     return names
 
 
-class DPOObjective(Objective):
+class DPOObjective(ReferenceObjective):
     name = "dpo"
     accepts = ("preference",)
     config_class = DPOConfig
     trainer_class = DPOTrainer
 
     def validate(self, run_cfg) -> None:
+        super().validate(run_cfg)
         cfg = self.cfg
         if not cfg.loss_type:
             raise ConfigError("objective.loss_type: name at least one loss type")
@@ -46,8 +47,6 @@ class DPOObjective(Objective):
                 f"objective.loss_weights has {len(cfg.loss_weights)} weight(s) for {len(cfg.loss_type)} "
                 f"loss type(s) {list(cfg.loss_type)}; give one weight per loss type"
             )
-        if cfg.beta <= 0:
-            raise ConfigError(f"objective.beta must be > 0, got {cfg.beta}")
         check_choice("objective.f_divergence_type", cfg.f_divergence_type, F_DIVERGENCES)
         if "robust" in cfg.loss_type and not 0.0 <= cfg.label_smoothing < 0.5:
             raise ConfigError(f"objective.label_smoothing must be in [0, 0.5) for robust DPO, got {cfg.label_smoothing}")
@@ -58,10 +57,6 @@ class DPOObjective(Objective):
                 "objective.sync_ref_model and objective.precompute_ref_log_probs cannot both be true: "
                 "precomputed log-probs assume a fixed reference"
             )
-
-    def needs_reference_model(self) -> bool:
-        # Precomputed reference log-probs are taken from the policy before its first step: no copy needed.
-        return not self.cfg.precompute_ref_log_probs
 
     def trl_kwargs(self, data: DataBundle) -> dict:
         cfg = self.cfg

@@ -12,7 +12,7 @@ from trl import KTOConfig, KTOTrainer
 
 from align_train.data import DataBundle
 from align_train.errors import ConfigError, DataError
-from align_train.objectives.base import Objective, check_choice
+from align_train.objectives.base import ReferenceObjective, check_choice
 
 # KTO paper: desirable_weight x n_desirable / (undesirable_weight x n_undesirable) should lie in [1, 4/3].
 BALANCE_RANGE = (1.0, 4.0 / 3.0)
@@ -23,17 +23,16 @@ def trl_kto_loss_types() -> tuple[str, ...]:
     return tuple(field.metadata.get("choices", ("kto",)))
 
 
-class KTOObjective(Objective):
+class KTOObjective(ReferenceObjective):
     name = "kto"
     accepts = ("feedback",)
     config_class = KTOConfig
     trainer_class = KTOTrainer
 
     def validate(self, run_cfg) -> None:
+        super().validate(run_cfg)
         cfg = self.cfg
         check_choice("objective.loss_type", cfg.loss_type, trl_kto_loss_types())
-        if cfg.beta <= 0:
-            raise ConfigError(f"objective.beta must be > 0, got {cfg.beta}")
         if cfg.desirable_weight <= 0 or cfg.undesirable_weight <= 0:
             raise ConfigError("objective.desirable_weight and objective.undesirable_weight must be > 0")
         if cfg.loss_type == "kto" and run_cfg.train.per_device_batch_size < 2:
@@ -61,9 +60,6 @@ class KTOObjective(Objective):
                 f"[{low}, {high:.2f}]; adjust objective.desirable_weight / objective.undesirable_weight"
             )
         return warnings
-
-    def needs_reference_model(self) -> bool:
-        return not self.cfg.precompute_ref_log_probs
 
     def trl_kwargs(self, data: DataBundle) -> dict:
         cfg = self.cfg
