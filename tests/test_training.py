@@ -73,6 +73,8 @@ def test_tiny_dpo_raises_heldout_preference_accuracy(tmp_path):
     assert after["preference_accuracy"] >= before["preference_accuracy"] + 0.2
     assert after["reward_accuracy"] >= 0.9
     assert after["logprob_margin"] > before["logprob_margin"]
+    # Retained ability: the recipe's learning rate must not wreck the chosen answers (3x it does).
+    assert after["perplexity"] < before["perplexity"] * 1.1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["after"] == pytest.approx(after)
 
