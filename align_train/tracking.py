@@ -7,6 +7,7 @@ it on the main process.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -44,10 +45,8 @@ def check_logger(logger_cfg) -> None:
         return
     if logger_cfg.mode not in WANDB_MODES:
         raise ConfigError(f"logger.mode is '{logger_cfg.mode}'; expected one of {', '.join(WANDB_MODES)}")
-    try:
-        import wandb  # noqa: F401  (only checking it is installed)
-    except ImportError:
-        raise ConfigError("logger=wandb needs the wandb package: pip install 'align-train[wandb]'") from None
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logger=wandb needs the wandb package: pip install 'align-train[wandb]'")
 
 
 def configure_logger(logger_cfg, run_dir: Path) -> None:

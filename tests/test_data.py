@@ -744,3 +744,31 @@ def test_byte_order_mark_is_tolerated(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes("\ufeff".encode() + "".join(json.dumps(r) + "\n" for r in pairs(3)).encode())
     assert len(read_source("data.train.bom", SourceConfig(path=str(path)), False).rows) == 3
+
+
+def test_a_hub_dataset_name_goes_to_datasets_with_split_and_subset(monkeypatch):
+    """Names that are not local paths load through datasets.load_dataset (stubbed: no network here)."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, subset=None, split=None):
+        calls.append((name, subset, split))
+        return datasets.Dataset.from_list(pairs(3))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = SourceConfig(path="someone/pairs", subset="clean", split="train_prefs", format="preference")
+    rows = read_source("data.train.hub", cfg, False)
+    assert calls == [("someone/pairs", "clean", "train_prefs")]
+    assert len(rows.rows) == 3 and rows.format == "preference"
+
+
+def test_an_unreachable_hub_dataset_says_so(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match="data.train.hub.path: 'someone/pairs' is not a local file or directory.*offline"):
+        read_source("data.train.hub", SourceConfig(path="someone/pairs"), False)

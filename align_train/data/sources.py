@@ -88,14 +88,14 @@ def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path} row {index}", row
 
 
-def _read_hub(name: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
+def _read_hub(key: str, name: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
     import datasets
 
     try:
         table = datasets.load_dataset(name, subset, split=split)
     except Exception as err:
         raise DataError(
-            f"data source '{name}' is not a local file or directory, and loading it as a hub dataset "
+            f"{key}.path: '{name}' is not a local file or directory, and loading it as a hub dataset "
             f"(subset={subset}, split={split}) failed: {err}"
         ) from None
     for index, row in enumerate(table, start=1):
@@ -126,7 +126,7 @@ def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
     elif _looks_local(source.path):
         raise DataError(f"{key}.path: file or directory '{source.path}' does not exist")
     else:
-        records = _read_hub(source.path, source.subset, source.split)
+        records = _read_hub(key, source.path, source.subset, source.split)
 
     fmt = source.format
     if fmt is not None and fmt not in FORMATS:

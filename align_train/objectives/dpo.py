@@ -12,6 +12,8 @@ from align_train.errors import ConfigError
 from align_train.objectives.base import ReferenceObjective, check_choice
 
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# Loss types built on the chosen-minus-rejected score difference: the only ones with an f-divergence form.
+F_DIVERGENCE_LOSSES = {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"}
 
 
 def trl_dpo_loss_types() -> tuple[str, ...]:
@@ -50,6 +52,16 @@ class DPOObjective(ReferenceObjective):
         check_choice("objective.f_divergence_type", cfg.f_divergence_type, F_DIVERGENCES)
         if "robust" in cfg.loss_type and not 0.0 <= cfg.label_smoothing < 0.5:
             raise ConfigError(f"objective.label_smoothing must be in [0, 0.5) for robust DPO, got {cfg.label_smoothing}")
+        if "exo_pair" in cfg.loss_type and cfg.label_smoothing <= 0.0:
+            raise ConfigError("objective.label_smoothing must be > 0 for exo_pair (the EXO paper recommends 1e-3)")
+        other = sorted(set(cfg.loss_type) - F_DIVERGENCE_LOSSES)
+        if cfg.f_divergence_type != "reverse_kl" and other:
+            raise ConfigError(
+                f"objective.f_divergence_type={cfg.f_divergence_type} has no form for loss type(s) {other}; "
+                f"use it with {sorted(F_DIVERGENCE_LOSSES)}"
+            )
+        if cfg.use_weighting and {"aot", "aot_unpaired"} & set(cfg.loss_type):
+            raise ConfigError("objective.use_weighting is not supported with the aot / aot_unpaired loss types")
         if cfg.ld_alpha is not None and not 0.0 <= cfg.ld_alpha <= 1.0:
             raise ConfigError(f"objective.ld_alpha must be in [0, 1], got {cfg.ld_alpha}")
         if cfg.sync_ref_model and cfg.precompute_ref_log_probs:
