@@ -98,6 +98,8 @@ def write_run_files(cfg, run_dir: Path, world_size: int) -> None:
 
 
 def write_json(path: Path, content: dict) -> None:
+    """Write whole or not at all: a crash mid-write never leaves a truncated file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
     os.replace(tmp, path)

@@ -117,16 +117,20 @@ def _rename(row: dict, columns: dict[str, str], where: str) -> dict:
     return renamed
 
 
+def read_records(key: str, path_or_name: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
+    """(where, row) of every row of a local file, a directory of files, or a hub dataset."""
+    path = Path(path_or_name).expanduser()
+    if path.exists():
+        return (rec for f in _files_of(path) for rec in _read_file(f))
+    if _looks_local(path_or_name):
+        raise DataError(f"{key}.path: file or directory '{path_or_name}' does not exist")
+    return _read_hub(key, path_or_name, subset, split)
+
+
 def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
     """Read and validate every row of one configured source (a ``SourceConfig`` at config key ``key``)."""
     name = key
-    path = Path(source.path).expanduser()
-    if path.exists():
-        records = (rec for f in _files_of(path) for rec in _read_file(f))
-    elif _looks_local(source.path):
-        raise DataError(f"{key}.path: file or directory '{source.path}' does not exist")
-    else:
-        records = _read_hub(key, source.path, source.subset, source.split)
+    records = read_records(key, source.path, source.subset, source.split)
 
     fmt = source.format
     if fmt is not None and fmt not in FORMATS:
