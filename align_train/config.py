@@ -217,6 +217,96 @@ class SummaryConfig:
     max_examples: int = 64  # held-out rows scored (preference accuracy / perplexity)
 
 
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class PromptSetConfig:
+    """Prompts for a suite: a local file (.jsonl .json .csv .parquet) or a hub dataset."""
+
+    path: Optional[str] = None
+    column: str = "prompt"  # the column holding the prompt text
+    split: str = "train"  # hub datasets only
+    subset: Optional[str] = None
+    where: Dict[str, str] = field(default_factory=dict)  # keep rows whose column equals the value
+    max_prompts: int = 100  # a seeded sample of this many (all when fewer)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    do_sample: bool = False  # greedy by default: the same checkpoint always gets the same score
+    temperature: float = 1.0
+    top_p: float = 1.0
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class JudgeConfig:
+    """Decides whether a response refuses: keyword rules (default), a classifier, or a causal LM."""
+
+    name: str = "keyword"  # keyword | classifier | llm
+    model: Optional[str] = None  # local path or hub id, for classifier / llm
+    batch_size: int = 16
+    refusal_labels: List[str] = field(default_factory=lambda: ["refusal", "rejection", "refused"])
+    prompt_template: Optional[str] = None  # llm judge: with {prompt} and {response}
+
+
+@dataclass
+class GenerationSuiteConfig:
+    """refusal / over_refusal: generate answers to prompts, judge each as refusal or compliance."""
+
+    enabled: bool = False
+    prompts: PromptSetConfig = field(default_factory=PromptSetConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+@dataclass
+class LikelihoodSuiteConfig:
+    """preference / perplexity: scored on held-out rows (the run's held-out split unless a path is given)."""
+
+    enabled: bool = False
+    path: Optional[str] = None  # a data file in one of the formats; None: the run's held-out split
+    max_examples: int = 64
+    batch_size: int = 8
+
+
+@dataclass
+class SeparationSuiteConfig:
+    """latent_separation: how far apart safe and unsafe prompts sit in the model's hidden states."""
+
+    enabled: bool = False
+    safe: PromptSetConfig = field(default_factory=PromptSetConfig)
+    unsafe: PromptSetConfig = field(default_factory=PromptSetConfig)
+    layers: Optional[List[int]] = None  # 1-based transformer blocks; None: all
+    pooling: str = "mean"  # mean | last
+    lam: float = 0.5  # weight of the Xie-Beni term against the Calinski-Harabasz term
+    batch_size: int = 16
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation hook: which suites score each checkpoint, and when."""
+
+    enabled: bool = False
+    # true: score during training (main process). false: only record the suites in config.yaml, and score
+    # the checkpoints with `align-eval RUN_DIR` (for instance in a separate job).
+    inline: bool = True
+    baseline: bool = True  # score the starting model as step 0
+    on_save: bool = True  # score every checkpoint as it is saved
+    at_end: bool = True  # score the final model
+    strict: bool = False  # a failing suite stops training (otherwise it is recorded and training goes on)
+    samples: int = 5  # generations kept per suite in the JSON, for a person to read
+    seed: int = 0  # prompt sampling
+    refusal: GenerationSuiteConfig = field(default_factory=GenerationSuiteConfig)
+    over_refusal: GenerationSuiteConfig = field(default_factory=GenerationSuiteConfig)
+    preference: LikelihoodSuiteConfig = field(default_factory=LikelihoodSuiteConfig)
+    perplexity: LikelihoodSuiteConfig = field(default_factory=LikelihoodSuiteConfig)
+    latent_separation: SeparationSuiteConfig = field(default_factory=SeparationSuiteConfig)
+
+
 # --------------------------------------------------------------------------- the whole run
 
 
@@ -231,6 +321,7 @@ class AlignConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run_name: str = "run"
     output_dir: str = MISSING
     # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last

@@ -43,6 +43,7 @@ class RunResult:
     resumed_from: str | None = None
     before: dict = field(default_factory=dict)
     after: dict = field(default_factory=dict)
+    evaluations: list = field(default_factory=list)  # eval/step-N.json records, in step order
     seconds: float = 0.0
 
     def render(self) -> str:
@@ -62,10 +63,20 @@ class RunResult:
             f"  saved       {self.final_dir}  [{self.saved}]",
         ]
         if self.before or self.after:
-            lines.append("  held-out metrics     before  ->  after")
-            for key in sorted(set(self.before) | set(self.after)):
+            scored = [r for r in self.evaluations if r.get("step") is not None and not r.get("skipped")]
+            if scored:  # the hook's step 0 and last scores are the before / after
+                lines.append(f"  evaluation hook      step {scored[0]['step']:<4}->  step {scored[-1]['step']}"
+                             "   (eval/step-N.json)")
+            else:
+                lines.append("  held-out metrics     before  ->  after")
+            keys = [k for k in self.before if k in self.after] + [k for k in self.after if k not in self.before]
+            keys += [k for k in self.before if k not in self.after]
+            for key in keys:
                 b, a = self.before.get(key), self.after.get(key)
                 lines.append(f"    {key:<18} {_fmt(b):>8}  ->  {_fmt(a):<8}")
+        failed = sorted({name for r in self.evaluations for name in r.get("failed") or []})
+        if failed:
+            lines.append(f"    failed suites: {', '.join(failed)} (see the errors in eval/step-N.json)")
         lines.append(f"  run directory {self.run_dir} (config.yaml, metrics.jsonl, summary.json)")
         lines.append("=" * 72)
         return "\n".join(lines)

@@ -15,6 +15,8 @@ from pathlib import Path
 from transformers import set_seed
 
 from align_train.data import load_data
+from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
+from align_train.evaluation.hook import EvaluationCallback
 from align_train.distributed import process_state
 from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.objectives import Objective, make_objective
@@ -52,6 +54,8 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
     check_choice("model.dtype", cfg.model.dtype, DTYPES)
     check_logger(cfg.logger)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
+    if cfg.eval.enabled:
+        check_eval_config(cfg.eval)
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
     return objective, tuning
 
@@ -65,6 +69,9 @@ def run(cfg) -> RunResult:
     resume_from = resolve_resume(cfg.resume, run_dir)
 
     data = load_data(cfg.data, objective.accepts, objective.name)
+    evaluator = None
+    if cfg.eval.enabled and cfg.eval.inline:  # built now: its prompts and judges load before the model
+        evaluator = Evaluator(cfg.eval, run_dir / "eval", heldout=data.heldout, max_length=cfg.model.max_length)
     tokenizer = load_tokenizer(cfg.model)
     warnings = objective.check_data(data, tokenizer)
     configure_logger(cfg.logger, run_dir)
@@ -83,7 +90,8 @@ def run(cfg) -> RunResult:
     if objective.needs_reference_model() and not tuning.provides_reference:
         reference = frozen_copy(model)
     max_length = cfg.model.max_length
-    measure = bool(cfg.summary.enabled and state.is_main_process and data.heldout)
+    # With the evaluation hook on, its step 0 and final scores are the before / after: no second pass.
+    measure = bool(cfg.summary.enabled and evaluator is None and state.is_main_process and data.heldout)
     before, base_scores = {}, None
     if measure:
         before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)
@@ -94,6 +102,12 @@ def run(cfg) -> RunResult:
     trainer = objective.build_trainer(
         model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
     )
+    if evaluator is not None:
+        sharded = trainer.is_fsdp_enabled or (
+            trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+        )
+        trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir / "metrics.jsonl", sharded=sharded,
+                                                report_wandb=cfg.logger.name == "wandb"))
     parameters = count_parameters(trainer.model)
     log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
     if resume_from:
@@ -115,6 +129,11 @@ def run(cfg) -> RunResult:
             policy, tokenizer, data.heldout, cfg.summary.max_examples, max_length, base_scores=base_scores
         )
 
+    evaluations = [brief(r) for r in evaluation_records(run_dir / "eval")]
+    scored = [r for r in evaluations if headline(r)]
+    if scored:  # the hook's scores of the starting and the final model are the run's before / after
+        before = headline(scored[0]) if scored[0]["step"] == 0 else {}
+        after = headline(scored[-1]) if scored[-1]["step"] == trainer.state.global_step else {}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = RunResult(
         run_dir=str(run_dir),
@@ -131,6 +150,7 @@ def run(cfg) -> RunResult:
         resumed_from=resume_from,
         before=before,
         after=after,
+        evaluations=evaluations,
         seconds=time.time() - started,
     )
     if state.is_main_process:

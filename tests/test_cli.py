@@ -31,7 +31,8 @@ def test_run_from_another_directory_prints_a_summary(tmp_path):
     out = align_train("recipe=tiny/sft", f"output_dir={run_dir}", *FAST, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "align-train: tiny-sft  (sft + full)" in out.stdout
-    assert "held-out metrics" in out.stdout and str(run_dir / "final") in out.stdout
+    assert "evaluation hook      step 0" in out.stdout and str(run_dir / "final") in out.stdout
+    assert (run_dir / "eval" / "step-0.json").is_file(), "the tiny SFT recipe turns the hook on"
     assert (run_dir / "final" / "model.safetensors").is_file()
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
 

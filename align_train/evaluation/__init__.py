@@ -1,4 +1,9 @@
-"""Evaluation of models and checkpoints: likelihood metrics today, the checkpoint hook builds on them."""
+"""Evaluation of models and checkpoints: the suites, the hook that runs them during training, align-eval.
+
+Modules: metrics (likelihood), generation (prompt sets, batched generation), judges (refusal or
+not), separation (latent separation index), suites, evaluator (runs suites, writes step-N.json),
+hook (the TrainerCallback), cli (align-eval).
+"""
 
 from align_train.evaluation.metrics import (
     perplexity,

@@ -1,0 +1,268 @@
+"""``align-eval``: the evaluation suites outside training.
+
+    align-eval RUN_DIR                 score every checkpoint not yet scored (and the start, as step 0),
+                                       print a table, write eval/summary.json and eval/<metric>.png
+    align-eval RUN_A RUN_B ...         the same for each, then compare them side by side (--out DIR)
+    align-eval MODEL_OR_CHECKPOINT     score one model (a local directory or hub id) with --eval's suites
+    align-eval judge FILE --column completion   label every response as refusal or not
+
+A run directory is scored with the suites recorded in its config.yaml (the hook's own), so the
+numbers equal the hook's for the same checkpoint; ``--eval NAME`` picks another set from
+``conf/eval/`` and ``--set key=value`` overrides any eval key (e.g. refusal.prompts.max_prompts=20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from align_train.config import AlignConfig
+from align_train.errors import AlignTrainError, ConfigError
+from align_train.evaluation.evaluator import Evaluator, brief, evaluation_records
+from align_train.evaluation.suites import HEADLINE
+from align_train.run_dir import checkpoints, write_json
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def eval_group_config(name: str):
+    """An option of the ``eval`` config group, as Hydra composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from align_train.cli import setup
+    from align_train.paths import CONF_DIR
+
+    setup()
+    if not (CONF_DIR / "eval" / f"{name}.yaml").is_file():
+        options = sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
+        raise ConfigError(f"--eval {name}: no such eval config; choose one of {', '.join(options)}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"eval={name}", "~recipe"])
+
+
+def run_config(run_dir: Path):
+    """The run's resolved config.yaml, validated against the schema."""
+    from align_train.paths import register_resolvers
+
+    register_resolvers()
+    return OmegaConf.merge(OmegaConf.structured(AlignConfig), OmegaConf.load(run_dir / "config.yaml"))
+
+
+def with_overrides(eval_cfg, overrides: list[str]):
+    try:
+        return OmegaConf.merge(eval_cfg, OmegaConf.from_dotlist(overrides))
+    except Exception as err:
+        raise ConfigError(f"--set {' '.join(overrides)}: {err}") from None
+
+
+# --------------------------------------------------------------------------- loading what is scored
+
+
+def load_for_eval(path: str, model_cfg):
+    """A model directory, checkpoint or hub id with its tokenizer; LoRA adapters load onto their base."""
+    from align_train.models import DTYPES, load_model, load_tokenizer
+
+    local = Path(path)
+    if (local / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[model_cfg.dtype])
+    else:
+        model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": path, "init": "pretrained"}))
+    # A checkpoint carries its tokenizer; a directory without one uses the run's (a hub id carries its own).
+    has_tokenizer = (local / "tokenizer_config.json").is_file() or not local.exists()
+    source = path if has_tokenizer else (model_cfg.tokenizer or model_cfg.name_or_path)
+    return model, load_tokenizer(OmegaConf.merge(model_cfg, {"tokenizer": source}))
+
+
+def run_targets(run_dir: Path, cfg) -> list[tuple[int, str, bool]]:
+    """(step, model path, is the starting model) for the start, every complete checkpoint and final/."""
+    targets = [(0, cfg.model.name_or_path, True)] if cfg.eval.baseline else []
+    steps = {}
+    for checkpoint in checkpoints(run_dir):
+        steps[int(checkpoint.name.split("-")[1])] = str(checkpoint)
+    summary = run_dir / "summary.json"
+    if (run_dir / "final").is_dir() and summary.is_file():
+        final_step = json.loads(summary.read_text())["steps"]
+        steps.setdefault(final_step, str(run_dir / "final"))  # a checkpoint at that step holds the same weights
+    return targets + [(step, path, False) for step, path in sorted(steps.items())]
+
+
+def heldout_of(cfg) -> dict:
+    """The run's held-out rows, rebuilt exactly (the split is seeded) for the likelihood suites."""
+    from align_train.data import load_data
+    from align_train.objectives import make_objective
+
+    objective = make_objective(cfg.objective)
+    return load_data(cfg.data, objective.accepts, objective.name).heldout
+
+
+def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force: bool) -> list[dict]:
+    cfg = run_config(run_dir)
+    if eval_name:
+        cfg.eval = eval_group_config(eval_name).eval
+    cfg.eval = with_overrides(cfg.eval, overrides)
+    if not any(getattr(cfg.eval, name).enabled for name in ("refusal", "over_refusal", "preference", "perplexity",
+                                                             "latent_separation")):
+        raise ConfigError(f"{run_dir}: its config enables no evaluation suite; pick one with --eval (e.g. --eval tiny)")
+    evaluator = Evaluator(cfg.eval, run_dir / "eval", heldout=heldout_of(cfg), max_length=cfg.model.max_length)
+    done = set() if force else {r["step"] for r in evaluation_records(run_dir / "eval") if not r.get("skipped")}
+    for step, path, is_start in run_targets(run_dir, cfg):
+        if step in done:
+            continue
+        print(f"[align-eval] {run_dir}: scoring step {step} ({path})", file=sys.stderr)
+        model, tokenizer = load_for_eval(path, cfg.model)
+        evaluator.evaluate(model, tokenizer, step, is_reference=is_start, label=path)
+        del model
+    records = [brief(r) for r in evaluation_records(run_dir / "eval")]
+    write_json(run_dir / "eval" / "summary.json", {"run": str(run_dir), "steps": records})
+    plot_steps({str(run_dir): records}, run_dir / "eval")
+    return records
+
+
+def score_model(path: str, eval_name: str, overrides: list[str], out_dir: Path) -> dict:
+    cfg = OmegaConf.merge(OmegaConf.structured(AlignConfig), eval_group_config(eval_name))
+    cfg.eval = with_overrides(cfg.eval, overrides)
+    for name in ("preference", "perplexity"):  # no run, so no held-out split: these need their own data
+        suite = getattr(cfg.eval, name)
+        if suite.enabled and not suite.path:
+            print(f"[align-eval] {name}: no data (set --set {name}.path=FILE); skipped", file=sys.stderr)
+            suite.enabled = False
+    state = Path(path) / "trainer_state.json"
+    step = json.loads(state.read_text())["global_step"] if state.is_file() else 0
+    evaluator = Evaluator(cfg.eval, out_dir, max_length=cfg.model.max_length)
+    model, tokenizer = load_for_eval(path, cfg.model)
+    return evaluator.evaluate(model, tokenizer, step, label=path)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def table(columns: dict[str, dict]) -> str:
+    """Metrics as rows, one column per step or run."""
+    keys = [k for k in HEADLINE if any(k in c for c in columns.values())]
+    width = max([len(k) for k in keys] + [6])
+    names = list(columns)
+    lines = [" " * width + "  " + "  ".join(f"{n[-14:]:>14}" for n in names)]
+    for key in keys:
+        cells = [columns[n].get(key) for n in names]
+        lines.append(f"{key:<{width}}  " + "  ".join(f"{'-' if v is None else f'{v:.4f}':>14}" for v in cells))
+    failed = {n: c.get("failed") for n, c in columns.items() if c.get("failed")}
+    for name, suites in failed.items():
+        lines.append(f"{name}: failed suites {', '.join(suites)}")
+    return "\n".join(lines)
+
+
+def plot_steps(runs: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """One PNG per metric: its value against the step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in HEADLINE:
+        series = {run: [(r["step"], r[key]) for r in records if key in r] for run, records in runs.items()}
+        series = {run: points for run, points in series.items() if points}
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for run, points in series.items():
+            ax.plot(*zip(*points), marker="o", label=Path(run).name or run)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{key}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def judge_main(argv: list[str]) -> None:
+    from align_train.evaluation.judges import judge_file, make_judge
+
+    parser = argparse.ArgumentParser(prog="align-eval judge", description="Label responses as refusal or not.")
+    parser.add_argument("file", help="a .csv or .jsonl of responses")
+    parser.add_argument("--column", default="completion", help="the column holding the responses")
+    parser.add_argument("--prompt-column", default="prompt", help="the prompts' column, if any (model judges)")
+    parser.add_argument("--judge", default="keyword", help="keyword | classifier | llm")
+    parser.add_argument("--judge-model", default=None, help="local path or hub id for classifier / llm judges")
+    parser.add_argument("--out", default=None, help="output file (default: <name>.judged.<ext> beside the input)")
+    args = parser.parse_args(argv)
+    try:
+        judge = make_judge(args.judge, model=args.judge_model)
+        out = judge_file(args.file, column=args.column, judge=judge, prompt_column=args.prompt_column,
+                         out_path=args.out)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    print(out)
+
+
+def score_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="align-eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="run directories, checkpoints or models")
+    parser.add_argument("--eval", default=None, help="an eval config of conf/eval/ (default: the run's own; "
+                                                      "'tiny' for a bare model)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an eval key")
+    parser.add_argument("--out", default=None, help="where a bare model's or a comparison's results go")
+    parser.add_argument("--force", action="store_true", help="score steps that already have a result again")
+    args = parser.parse_args(argv)
+
+    runs = [Path(p) for p in args.paths if (Path(p) / "config.yaml").is_file()]
+    models = [p for p in args.paths if not (Path(p) / "config.yaml").is_file()]
+    columns: dict[str, dict] = {}
+    all_steps: dict[str, list[dict]] = {}
+    for run in runs:
+        records = score_run(run, args.eval, args.set, args.force)
+        all_steps[str(run)] = records
+        if len(runs) == 1 and not models:
+            columns.update({f"step {r['step']}": r for r in records})
+        elif records:
+            columns[str(run)] = records[-1]
+    for path in models:
+        out_dir = Path(args.out or f"eval-{Path(path).name or 'model'}")
+        record = score_model(path, args.eval or "tiny", args.set, out_dir)
+        columns[path] = brief(record)
+        written = out_dir / f"step-{record['step']}.json"
+        print(f"[align-eval] {path}: {written}", file=sys.stderr)
+    print(table(columns))
+    if len(runs) > 1:
+        out_dir = Path(args.out or "eval-compare")
+        write_json(out_dir / "comparison.json", {"runs": all_steps})
+        plot_steps(all_steps, out_dir)
+        print(f"[align-eval] comparison: {out_dir}/comparison.json and {out_dir}/*.png", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+
+    from align_train.train import quiet_libraries
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["judge"]:
+            judge_main(argv[1:])
+        else:
+            score_main(argv)
+    except AlignTrainError as err:
+        print(f"align-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The evaluation suites: each scores one aspect of a model and returns its headline metrics.
+
+| suite               | headline keys                                              |
+| ------------------- | ---------------------------------------------------------- |
+| `refusal`           | refusal_rate, attack_success_rate (= 1 - refusal_rate)     |
+| `over_refusal`      | over_refusal_rate (refusals of safe prompts)               |
+| `preference`        | preference_accuracy (log-prob), reward_accuracy (vs start) |
+| `perplexity`        | perplexity (held-out completions)                          |
+| `latent_separation` | latent_separation (0-1 index at the best layer)            |
+
+Suites read what they need from an ``EvalContext`` (prompts, held-out rows, the judge, the
+starting model's preference scores) so that each input is loaded once per run, not per checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from align_train.evaluation.generation import generate
+from align_train.evaluation.metrics import (
+    perplexity,
+    preference_metrics,
+    preference_scores,
+    prompt_completion_pairs,
+)
+
+
+@dataclass
+class SuiteResult:
+    metrics: dict[str, float]
+    details: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+    scores: list | None = None  # per-example scores, kept in memory only (the starting model's become the reference)
+
+
+class Suite:
+    name = ""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def prepare(self, ctx) -> None:
+        """Load inputs (prompts, rows) once, before any model is scored; errors surface here."""
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        raise NotImplementedError
+
+
+class RefusalSuite(Suite):
+    """Answers to harmful prompts, judged: the share refused, and the attack success rate."""
+
+    name = "refusal"
+    rate_key = "refusal_rate"
+
+    def prepare(self, ctx) -> None:
+        self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)
+        self.judge = ctx.judge(self.cfg.judge)
+
+    def judged(self, model, tokenizer, ctx) -> tuple[float, list[dict]]:
+        responses = generate(model, tokenizer, self.prompts, self.cfg.generation)
+        verdicts = self.judge.judge(self.prompts, responses)
+        rate = sum(verdicts) / len(verdicts)
+        samples = [
+            {"prompt": p, "response": r, "refusal": v}
+            for p, r, v in list(zip(self.prompts, responses, verdicts))[: ctx.samples]
+        ]
+        return rate, samples
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        rate, samples = self.judged(model, tokenizer, ctx)
+        details = {"prompts": len(self.prompts), "judge": self.judge.name}
+        return SuiteResult({"refusal_rate": rate, "attack_success_rate": 1.0 - rate}, details, samples)
+
+
+class OverRefusalSuite(RefusalSuite):
+    """Answers to safe prompts that look unsafe: the share wrongly refused."""
+
+    name = "over_refusal"
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        rate, samples = self.judged(model, tokenizer, ctx)
+        return SuiteResult({"over_refusal_rate": rate}, {"prompts": len(self.prompts), "judge": self.judge.name}, samples)
+
+
+class PreferenceSuite(Suite):
+    """Held-out pairs: log-prob accuracy; with the starting model's scores, DPO's implicit-reward accuracy."""
+
+    name = "preference"
+
+    def prepare(self, ctx) -> None:
+        self.rows = ctx.heldout_rows("eval.preference", self.cfg, "preference")
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        scores = preference_scores(model, tokenizer, self.rows, batch_size=self.cfg.batch_size,
+                                   max_length=ctx.max_length)
+        # The starting model is the reference: its implicit rewards are zero by definition, not measured.
+        reference = None if ctx.scoring_reference else ctx.reference_preference_scores(self.rows)
+        metrics = preference_metrics(scores, reference)
+        details = {"pairs": len(self.rows), "reference": reference is not None}
+        return SuiteResult(metrics, details, scores=scores)
+
+
+class PerplexitySuite(Suite):
+    """Perplexity of held-out completions: a proxy for retained ability."""
+
+    name = "perplexity"
+
+    def prepare(self, ctx) -> None:
+        fmt, rows = ctx.heldout_any("eval.perplexity", self.cfg)
+        self.pairs = prompt_completion_pairs(fmt, rows)
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        value = perplexity(model, tokenizer, self.pairs, batch_size=self.cfg.batch_size, max_length=ctx.max_length)
+        return SuiteResult({"perplexity": value}, {"examples": len(self.pairs)})
+
+
+class LatentSeparationSuite(Suite):
+    """How well safe and unsafe prompts separate in the hidden states, per layer and at the best layer."""
+
+    name = "latent_separation"
+
+    def prepare(self, ctx) -> None:
+        self.safe = ctx.prompts("eval.latent_separation.safe", self.cfg.safe)
+        self.unsafe = ctx.prompts("eval.latent_separation.unsafe", self.cfg.unsafe)
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        from align_train.evaluation.separation import latent_separation
+
+        layers = list(self.cfg.layers) if self.cfg.layers else None
+        result = latent_separation(model, tokenizer, self.safe, self.unsafe, layers=layers, pooling=self.cfg.pooling,
+                                   batch_size=self.cfg.batch_size, lam=self.cfg.lam)
+        details = {
+            "best_layer": result["best_layer"],
+            "per_layer": {str(k): v for k, v in result["per_layer"].items()},
+            "safe_prompts": len(self.safe),
+            "unsafe_prompts": len(self.unsafe),
+        }
+        return SuiteResult({"latent_separation": result["latent_separation"]}, details)
+
+
+SUITES: dict[str, type[Suite]] = {
+    "refusal": RefusalSuite,
+    "over_refusal": OverRefusalSuite,
+    "preference": PreferenceSuite,
+    "perplexity": PerplexitySuite,
+    "latent_separation": LatentSeparationSuite,
+}
+HEADLINE = ("refusal_rate", "attack_success_rate", "over_refusal_rate", "preference_accuracy", "reward_accuracy",
+            "perplexity", "latent_separation")
