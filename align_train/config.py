@@ -120,6 +120,35 @@ class KTOObjectiveConfig(ObjectiveConfig):
     precompute_ref_log_probs: bool = False
 
 
+@dataclass
+class UDMConfig:
+    """BCO's underlying-distribution matching: weight undesirable rows by p_desirable(x) / p_undesirable(x)."""
+
+    enabled: bool = False
+    # None: mean-pooled last-layer states of the reference model (no extra model); or a local path / hub id
+    # of a sentence-embedding encoder.
+    embedding_model: Optional[str] = None
+    max_prompts: int = 2048  # distinct prompts of each kind sampled to fit the classifier
+    min_prompts: int = 16  # fewer of either kind is an error
+    heldout_fraction: float = 0.2  # of the sample, to report the classifier's accuracy
+    # Logistic regression's C (inverse L2 strength); strong, so that it learns kinds of prompts, not prompts.
+    regularization: float = 0.01
+    min_ratio: float = 0.5  # weights are clipped to [min_ratio, max_ratio]
+    max_ratio: float = 10.0
+    batch_size: int = 16  # prompts per embedding forward pass
+    seed: int = 0
+
+
+@dataclass
+class BCOObjectiveConfig(ObjectiveConfig):
+    """Binary classifier optimisation on thumbs-up / thumbs-down feedback (ours: TRL 1.16 has no BCO trainer)."""
+
+    name: str = "bco"
+    beta: float = 0.1
+    precompute_ref_log_probs: bool = False
+    udm: UDMConfig = field(default_factory=UDMConfig)
+
+
 # --------------------------------------------------------------------------- tuning strategies
 
 
@@ -333,6 +362,7 @@ OBJECTIVE_SCHEMAS: Dict[str, type] = {
     "sft": SFTObjectiveConfig,
     "dpo": DPOObjectiveConfig,
     "kto": KTOObjectiveConfig,
+    "bco": BCOObjectiveConfig,
 }
 
 TUNING_SCHEMAS: Dict[str, type] = {

@@ -41,7 +41,8 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
                 param.add_(torch.randn(param.shape, generator=generator) * scale)
 
 
-def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = False):
+def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = False, return_trainer: bool = False,
+                 train_mode: bool = False):
     """TRL's loss on one batch holding exactly ``rows``, and the models it used.
 
     The run's own wiring (reference copy or not, strategy's trainer kwargs) builds the trainer;
@@ -58,10 +59,14 @@ def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = Fal
     trainer = objective.build_trainer(model, reference, tokenizer, data, args, [], **tuning.trainer_kwargs())
     perturb(trainer.model)
     batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train(train_mode)  # training mode: state kept across steps (BCO's reward shift) updates
     with torch.set_grad_enabled(backward):
         loss = trainer.compute_loss(trainer.model, batch)
         if backward:
             loss.backward()
+    trainer.model.eval()
+    if return_trainer:
+        return loss.item(), trainer.model, reference, tokenizer, trainer
     return loss.item(), trainer.model, reference, tokenizer
 
 

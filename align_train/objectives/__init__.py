@@ -2,6 +2,7 @@
 
 from align_train.errors import ConfigError
 from align_train.objectives.base import Objective
+from align_train.objectives.bco import BCOObjective
 from align_train.objectives.dpo import DPOObjective
 from align_train.objectives.kto import KTOObjective
 from align_train.objectives.sft import SFTObjective
@@ -10,6 +11,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "sft": SFTObjective,
     "dpo": DPOObjective,
     "kto": KTOObjective,
+    "bco": BCOObjective,
 }
 
 

@@ -1,0 +1,143 @@
+"""BCO: binary thumbs-up / thumbs-down feedback, with reward shift and underlying-distribution matching.
+
+Unpaired like KTO, and preference pairs are accepted through the same conversion (chosen =
+desirable, rejected = undesirable). The trainer is ``bco_trainer.BCOTrainer``; this adapter
+validates the settings and the data, and, with ``objective.udm.enabled``, fits the
+density-ratio classifier on the training prompts before training and attaches each row's
+weight (``udm.py``). The prompt embeddings come from the model before its first step (the
+reference model) unless ``objective.udm.embedding_model`` names a separate encoder.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from trl import KTOConfig
+
+from align_train.data import DataBundle
+from align_train.errors import ConfigError, DataError
+from align_train.objectives import udm
+from align_train.objectives.base import ReferenceObjective
+from align_train.objectives.bco_trainer import WEIGHT_COLUMN, BCOTrainer
+from align_train.run_dir import write_json
+
+REPORT_FILE = "bco_udm.json"
+
+
+class BCOObjective(ReferenceObjective):
+    name = "bco"
+    accepts = ("feedback",)
+    config_class = KTOConfig  # BCO runs on KTO's unpaired data path (see bco_trainer)
+    trainer_class = BCOTrainer
+
+    def validate(self, run_cfg) -> None:
+        super().validate(run_cfg)
+        u = self.cfg.udm  # checked even while off, so that turning it on never meets a bad value late
+        if not 0 < u.min_ratio <= u.max_ratio:
+            raise ConfigError(
+                f"objective.udm.min_ratio ({u.min_ratio}) and max_ratio ({u.max_ratio}) must satisfy 0 < min <= max"
+            )
+        if not 0 < u.heldout_fraction < 1:
+            raise ConfigError(f"objective.udm.heldout_fraction must be in (0, 1), got {u.heldout_fraction}")
+        if u.min_prompts < 2 or u.max_prompts < u.min_prompts:
+            raise ConfigError(
+                f"objective.udm.max_prompts ({u.max_prompts}) must be >= min_prompts ({u.min_prompts}) >= 2"
+            )
+        if u.regularization <= 0:
+            raise ConfigError(f"objective.udm.regularization (inverse L2 strength C) must be > 0, got {u.regularization}")
+
+    def check_data(self, data: DataBundle, tokenizer) -> list[str]:
+        warnings = super().check_data(data, tokenizer)
+        labels = data.train["label"]
+        bad = next(((i, v) for i, v in enumerate(labels) if not isinstance(v, bool)), None)
+        if bad is not None:
+            raise DataError(f"data.train row {bad[0]}: 'label' is {bad[1]!r}; BCO needs true (desirable) or false")
+        n_desirable = sum(labels)
+        n_undesirable = len(labels) - n_desirable
+        if n_desirable == 0 or n_undesirable == 0:
+            raise DataError(
+                f"BCO needs both desirable (label=true) and undesirable (label=false) examples: its loss is a binary "
+                f"classifier between them; the training set has {n_desirable} desirable and {n_undesirable} undesirable"
+            )
+        if self.cfg.udm.enabled:  # before the model loads: enough distinct prompts of each kind to fit on
+            for label, kind in ((True, "desirable"), (False, "undesirable")):
+                distinct = {udm.prompt_text(p) for p, lab in zip(data.train["prompt"], labels) if lab == label}
+                udm.check_enough_prompts(kind, len(distinct), self.cfg.udm.min_prompts)
+        return warnings
+
+    def trl_kwargs(self, data: DataBundle) -> dict:
+        return {
+            "beta": self.cfg.beta,
+            "loss_type": "apo_zero_unpaired",  # KTO's data path without the mismatched KL batch
+            "precompute_ref_log_probs": self.cfg.precompute_ref_log_probs,
+        }
+
+    def build_trainer(self, model, ref_model, tokenizer, data: DataBundle, args, callbacks, **extra):
+        if self.cfg.udm.enabled:
+            data = self.with_udm_weights(model, tokenizer, data, args)
+        trainer = super().build_trainer(model, ref_model, tokenizer, data, args, callbacks, **extra)
+        if "udm" in data.report:
+            trainer.udm_accuracy = data.report["udm"]["classifier_balanced_accuracy"]
+        return trainer
+
+    # ----------------------------------------------------------------- underlying-distribution matching
+
+    def with_udm_weights(self, model, tokenizer, data: DataBundle, args) -> DataBundle:
+        """The data with a ``udm_weight`` column: the clipped density ratio for undesirable rows, 1 otherwise."""
+        u = self.cfg.udm
+        prompts = {True: [], False: []}
+        for prompt, label in zip(data.train["prompt"], data.train["label"]):
+            prompts[label].append(udm.prompt_text(prompt))
+        rng = random.Random(u.seed)
+        sample = {
+            label: rng.sample(sorted(set(texts)), min(u.max_prompts, len(set(texts))))
+            for label, texts in prompts.items()
+        }
+        if u.embedding_model:
+            encoder, encoder_tokenizer = udm.load_embedding_model(u.embedding_model)
+            encoder.to(next(model.parameters()).device)
+            chat = False
+        else:  # the model before its first step is the reference model
+            encoder, encoder_tokenizer, chat = model, tokenizer, True
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return udm.embed_prompts(encoder, encoder_tokenizer, texts, u.batch_size, use_chat_template=chat)
+
+        ratio = udm.fit_density_ratio(embed(sample[True]), embed(sample[False]), u.heldout_fraction,
+                                      u.regularization, u.seed, u.min_prompts)
+
+        def weights_for(dataset):
+            texts = [udm.prompt_text(p) for p in dataset["prompt"]]
+            undesirable = sorted({t for t, label in zip(texts, dataset["label"]) if not label})
+            raw = dict(zip(undesirable, ratio(embed(undesirable)))) if undesirable else {}
+            clipped, stats = udm.clipped_weights(np.array(list(raw.values()) or [1.0]), u.min_ratio, u.max_ratio)
+            by_prompt = dict(zip(raw, clipped))
+            column = [1.0 if label else float(by_prompt[t]) for t, label in zip(texts, dataset["label"])]
+            return dataset.add_column(WEIGHT_COLUMN, column), stats
+
+        train, stats = weights_for(data.train)
+        evaluation = weights_for(data.eval)[0] if data.eval is not None else None
+        report = {
+            "classifier_balanced_accuracy": ratio.heldout_accuracy,
+            "fitted_on": ratio.fitted_on,
+            "embeddings": u.embedding_model or "reference model, mean-pooled last layer",
+            "clip": [u.min_ratio, u.max_ratio],
+            "undesirable_weights": stats,
+        }
+        note = (
+            " (at or near chance: the desirable and undesirable prompt distributions barely differ; weights stay near 1)"
+            if ratio.heldout_accuracy < udm.INDISTINGUISHABLE_ACCURACY else ""
+        )
+        if args.process_index == 0:
+            write_json(Path(args.output_dir) / REPORT_FILE, report)
+            print(
+                f"[align-train] bco udm: prompt classifier held-out balanced accuracy {ratio.heldout_accuracy:.3f}{note}; "
+                f"undesirable weights mean {stats['mean']:.3f}, range [{stats['min']:.3f}, {stats['max']:.3f}], "
+                f"clipped {stats['clipped_low']:.1%} low / {stats['clipped_high']:.1%} high (see {REPORT_FILE})",
+                file=sys.stderr, flush=True,
+            )
+        return DataBundle(format=data.format, train=train, eval=evaluation, heldout=data.heldout,
+                          report={**data.report, "udm": report})

@@ -1,0 +1,124 @@
+"""Underlying-distribution matching for BCO: importance weights for undesirable examples.
+
+Thumbs-up and thumbs-down answers often come from different prompt distributions (people
+down-vote answers to hard or adversarial prompts more often). BCO's classifier would then
+learn to tell the prompts apart instead of good answers from bad. UDM weights each
+undesirable example by the density ratio p_desirable(x) / p_undesirable(x) of its prompt,
+so the undesirable set counts as if drawn from the desirable prompts' distribution.
+
+The ratio comes from a probabilistic classifier: with balanced classes,
+p_D(x) / p_U(x) = P(desirable | x) / P(undesirable | x). A logistic regression on
+standardised prompt embeddings, with ``class_weight="balanced"`` standing in for equal
+priors, is fitted on a seeded sample of training prompts; its balanced accuracy on a
+held-out part of that sample says whether the distributions differ at all (about 50%: they
+do not). The regularisation is strong by default (C = 0.01): the ratio wanted is that of
+kinds of prompts, not of individual prompts, and the same prompt often appears with both
+labels, where a classifier that memorises prompts is worse than chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from align_train.errors import DataError
+
+# Below this held-out balanced accuracy the classifier cannot tell the prompt sets apart.
+INDISTINGUISHABLE_ACCURACY = 0.55
+
+
+@dataclass
+class DensityRatio:
+    """A fitted p_desirable(x) / p_undesirable(x) estimator and how well its classifier did."""
+
+    classifier: object
+    heldout_accuracy: float
+    fitted_on: dict  # prompts of each kind in the fit / held-out sample
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        p = self.classifier.predict_proba(np.asarray(embeddings, dtype=np.float64))[:, 1]
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return p / (1.0 - p)
+
+
+def fit_density_ratio(desirable: np.ndarray, undesirable: np.ndarray, heldout_fraction: float = 0.2,
+                      regularization: float = 0.01, seed: int = 0, min_prompts: int = 8) -> DensityRatio:
+    """Fit the classifier desirable (1) vs undesirable (0) on prompt embeddings."""
+    check_enough_prompts("desirable", len(desirable), min_prompts)
+    check_enough_prompts("undesirable", len(undesirable), min_prompts)
+    X = np.concatenate([desirable, undesirable]).astype(np.float64)
+    y = np.concatenate([np.ones(len(desirable)), np.zeros(len(undesirable))])
+    fit_X, test_X, fit_y, test_y = train_test_split(X, y, test_size=heldout_fraction, random_state=seed, stratify=y)
+    classifier = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000, random_state=seed),
+    )
+    classifier.fit(fit_X, fit_y)
+    accuracy = float(balanced_accuracy_score(test_y, classifier.predict(test_X)))
+    classifier.fit(X, y)  # the weights use every sampled prompt; the held-out score only informs
+    return DensityRatio(
+        classifier=classifier,
+        heldout_accuracy=accuracy,
+        fitted_on={"desirable": int(len(desirable)), "undesirable": int(len(undesirable)),
+                   "heldout": int(len(test_y))},
+    )
+
+
+def check_enough_prompts(kind: str, count: int, min_prompts: int) -> None:
+    if count < min_prompts:
+        raise DataError(
+            f"objective.udm: the training data has {count} distinct {kind} prompt(s); fitting the density-ratio "
+            f"classifier needs at least objective.udm.min_prompts={min_prompts} of each kind (or set "
+            f"objective.udm.enabled=false)"
+        )
+
+
+def clipped_weights(ratios: np.ndarray, min_ratio: float, max_ratio: float) -> tuple[np.ndarray, dict]:
+    """The ratios clipped to [min_ratio, max_ratio], with statistics for the log."""
+    weights = np.clip(ratios, min_ratio, max_ratio)
+    stats = {
+        "mean": float(weights.mean()),
+        "min": float(weights.min()),
+        "max": float(weights.max()),
+        "std": float(weights.std()),
+        "clipped_low": float((ratios < min_ratio).mean()),
+        "clipped_high": float((ratios > max_ratio).mean()),
+    }
+    return weights, stats
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as one string: plain text as is, a conversation as its turns' contents."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(str(message.get("content", "")) for message in prompt)
+
+
+def embed_prompts(model, tokenizer, prompts: list[str], batch_size: int, use_chat_template: bool) -> np.ndarray:
+    """Mean-pooled last-layer hidden states, one row per prompt."""
+    from align_train.evaluation.separation import pooled_hidden_states
+
+    n_layers = model.config.num_hidden_layers
+    states = pooled_hidden_states(model, tokenizer, prompts, layers=[n_layers], pooling="mean",
+                                  batch_size=batch_size, use_chat_template=use_chat_template)
+    return states[n_layers]
+
+
+def load_embedding_model(name_or_path: str):
+    """A sentence-embedding (or any transformers) encoder from a local directory or hub id."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"objective.udm.embedding_model: cannot load '{name_or_path}': {err}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer

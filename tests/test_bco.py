@@ -1,0 +1,269 @@
+"""BCO: the loss against a hand computation, the reward shift (closed form, across resume), the UDM
+density-ratio estimate on known Gaussians, clear errors, and the tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy.stats import multivariate_normal, spearmanr
+
+from align_train.errors import ConfigError, DataError
+from align_train.evaluation.metrics import completion_logprobs
+from align_train.objectives import udm
+from align_train.objectives.bco_trainer import STATE_FILE, WEIGHT_COLUMN, RunningMean, bco_loss
+from align_train.paths import DATA_DIR
+from tests.conftest import FAST, compose_config, run_recipe
+from tests.test_losses import pairs, reference_scorer, trainer_loss
+
+
+def feedback_rows(n_pairs: int) -> list[dict]:
+    """Unpaired rows from the first pairs, labels interleaved (the first row desirable)."""
+    rows = []
+    for i, pair in enumerate(pairs(n_pairs)):
+        good = {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True}
+        bad = {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False}
+        rows += [good, bad] if i % 2 == 0 else [bad, good]
+    return rows
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def test_bco_loss_function_matches_the_formula():
+    chosen, rejected, delta = torch.tensor([0.3, -1.2]), torch.tensor([0.5, -2.0, 0.1]), 0.25
+    weights = torch.tensor([2.0, 0.5, 1.0])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    good = -sum(math.log(sig(r - delta)) for r in (0.3, -1.2)) / 2
+    bad = -sum(w * math.log(sig(-(r - delta))) for r, w in zip((0.5, -2.0, 0.1), (2.0, 0.5, 1.0))) / 3
+    assert bco_loss(chosen, rejected, delta, weights).item() == pytest.approx(good + bad, rel=1e-6)
+    unweighted = -sum(math.log(sig(-(r - delta))) for r in (0.5, -2.0, 0.1)) / 3
+    assert bco_loss(chosen, rejected, delta).item() == pytest.approx(good + unweighted, rel=1e-6)
+    # a batch holding one kind only: the other mean is absent, not NaN
+    assert bco_loss(chosen, torch.tensor([]), delta).item() == pytest.approx(good, rel=1e-6)
+
+
+@pytest.mark.parametrize("tuning,udm_on", [("full", False), ("lora", False), ("full", True)])
+def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
+    """The whole adapter on one batch: our log-probs, the tuning's reference, the delta of this very batch."""
+    beta = 0.4
+    no_dropout = ["tuning.dropout=0"] if tuning == "lora" else []  # the batch is scored in training mode
+    cfg = compose_config(
+        "recipe=tiny/bco", f"tuning={tuning}", *no_dropout, f"objective.beta={beta}", f"objective.udm.enabled={udm_on}", "objective.udm.min_prompts=2",
+        "objective.udm.heldout_fraction=0.34", "objective.udm.regularization=1.0",
+        "train.global_batch_size=6", "train.per_device_batch_size=6",
+    )
+    # One batch holding the whole set (the loss is a mean per kind, so the sampler's order does not matter).
+    # Desirable and undesirable rows have different prompts, so UDM weights differ from 1.
+    source = pairs(6)
+    rows = [{"prompt": p["prompt"], "completion": p["chosen"], "label": True} for p in source[:3]]
+    rows += [{"prompt": p["prompt"], "completion": p["rejected"], "label": False} for p in source[3:]]
+    loss, model, reference, tokenizer, trainer = trainer_loss(cfg, rows, tmp_path, "feedback", return_trainer=True,
+                                                              train_mode=True)
+
+    def logps(m):
+        return [s for s, _ in completion_logprobs(m, tokenizer, [(r["prompt"], r["completion"]) for r in rows])]
+
+    rewards = [beta * (p - r) for p, r in zip(logps(model), reference_scorer(model, reference)(logps))]
+    delta = sum(rewards) / len(rewards)  # the first batch: the running mean is this batch's mean
+    weights = trainer.train_dataset[WEIGHT_COLUMN] if udm_on else [1.0] * len(rows)
+    if udm_on:
+        assert all(w == 1.0 for w, r in zip(weights, rows) if r["label"])
+        assert all(abs(w - 1.0) > 1e-3 for w, r in zip(weights, rows) if not r["label"])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    good = [-math.log(sig(x - delta)) for x, r in zip(rewards, rows) if r["label"]]
+    bad = [-w * math.log(sig(-(x - delta))) for x, w, r in zip(rewards, weights, rows) if not r["label"]]
+    expected = sum(good) / len(good) + sum(bad) / len(bad)
+    assert abs(delta) > 1e-3, "the perturbation must move the policy off its reference"
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert trainer.reward_shift.mean == pytest.approx(delta, rel=1e-4, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- the reward shift
+
+
+def test_running_mean_equals_the_closed_form_over_batches():
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, generator=generator) * 3 + 1 for n in (5, 1, 8, 3)]
+    running = RunningMean()
+    for i, batch in enumerate(batches):
+        running.update(batch)
+        seen = torch.cat(batches[: i + 1])
+        assert running.mean == pytest.approx(seen.double().mean().item(), rel=1e-12)
+    restored = RunningMean()
+    restored.load_state_dict(json.loads(json.dumps(running.state_dict())))
+    more = torch.tensor([10.0, -4.0])
+    assert restored.update(more) == pytest.approx(torch.cat([*batches, more]).double().mean().item(), rel=1e-12)
+
+
+def test_delta_is_logged_saved_in_checkpoints_and_survives_resume(tmp_path):
+    """A run killed after its checkpoint at step 4 and resumed ends like an uninterrupted one, delta included."""
+    common = ["recipe=tiny/bco", "objective.udm.enabled=false", "train.max_steps=8", "train.save_steps=4",
+              "train.save_total_limit=null", "summary.enabled=false", "data.max_eval_rows=8"]
+    whole = tmp_path / "whole"
+    run_recipe(whole, *common)
+    logged = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    deltas = [entry["bco/delta"] for entry in logged if "bco/delta" in entry and "loss" in entry]
+    assert len(deltas) >= 2 and len(set(deltas)) > 1
+
+    state_4 = json.loads((whole / "checkpoint-4" / STATE_FILE).read_text())
+    state_8 = json.loads((whole / "checkpoint-8" / STATE_FILE).read_text())
+    assert state_4["count"] == 4 * 16 and state_8["count"] == 8 * 16  # every reward of both kinds, once
+    assert state_4["delta"] != state_8["delta"]
+
+    # The "interrupted" run: only the uninterrupted run's checkpoint-4 survives; resume continues from it.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-4")
+    run_recipe(resumed, *common, "resume=true")
+    assert json.loads((resumed / "checkpoint-8" / STATE_FILE).read_text())["delta"] == pytest.approx(
+        state_8["delta"], rel=1e-6)
+    a, b = load_file(whole / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+# --------------------------------------------------------------------------- underlying-distribution matching
+
+
+def test_udm_weights_track_the_true_density_ratio_of_two_gaussians():
+    rng = np.random.default_rng(0)
+    dim = 4
+    mean_d, mean_u = np.zeros(dim), np.full(dim, 0.6)
+    desirable = rng.normal(mean_d, 1.0, size=(1500, dim))
+    undesirable = rng.normal(mean_u, 1.0, size=(1500, dim))
+    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
+    probe = rng.normal(mean_u, 1.3, size=(400, dim))
+    true = multivariate_normal(mean_d).pdf(probe) / multivariate_normal(mean_u).pdf(probe)
+    estimated = ratio(probe)
+    assert spearmanr(estimated, true).statistic > 0.9
+    assert 0.6 < ratio.heldout_accuracy < 0.85  # distributions that differ, but overlap
+
+    weights, stats = udm.clipped_weights(estimated, 0.5, 10.0)
+    assert weights.min() >= 0.5 and weights.max() <= 10.0
+    assert stats["clipped_low"] > 0 and stats["clipped_high"] > 0  # the probe spans both clip bounds
+    assert np.array_equal(weights[(estimated > 0.5) & (estimated < 10)],
+                          estimated[(estimated > 0.5) & (estimated < 10)])
+
+
+def test_udm_on_identical_distributions_reports_chance():
+    rng = np.random.default_rng(1)
+    same = udm.fit_density_ratio(rng.normal(size=(600, 4)), rng.normal(size=(600, 4)), seed=0)
+    assert abs(same.heldout_accuracy - 0.5) < 0.1
+    assert np.allclose(same(rng.normal(size=(50, 4))), 1.0, atol=0.3)
+
+
+def test_udm_with_a_separate_embedding_model_from_a_local_directory(tmp_path):
+    """The encoder path (here the tiny model's directory loaded as a bare encoder) gives weights too."""
+    result = run_recipe(tmp_path, "recipe=tiny/bco", *FAST, "objective.udm.enabled=true",
+                        f"objective.udm.embedding_model={DATA_DIR / 'tiny-llama'}")
+    report = json.loads((tmp_path / "bco_udm.json").read_text())
+    assert report["embeddings"].endswith("tiny-llama") and result.steps == 4
+    assert 0.0 <= report["classifier_balanced_accuracy"] <= 1.0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_one_label_only_is_a_clear_error(tmp_path):
+    path = tmp_path / "all_good.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in feedback_rows(20) if r["label"]))
+    with pytest.raises(DataError, match=r"both desirable.*\d+ desirable and 0 undesirable"):
+        run_recipe(tmp_path / "run", "recipe=tiny/bco", f"data.train.tiny_preference.path={path}",
+                   "data.train.tiny_preference.format=feedback")
+
+
+def test_non_boolean_label_names_the_row(tmp_path):
+    rows = feedback_rows(4)
+    rows[5]["label"] = "yes"
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"line 6.*'label' is 'yes'"):
+        run_recipe(tmp_path / "run", "recipe=tiny/bco", f"data.train.tiny_preference.path={path}",
+                   "data.train.tiny_preference.format=feedback", "model.name_or_path=/nonexistent")
+
+
+def test_udm_with_too_few_prompts_of_a_kind_is_a_clear_error(tmp_path):
+    rows = feedback_rows(30)
+    rows = [r for r in rows if r["label"]] + [r for r in rows if not r["label"]][:3]
+    path = tmp_path / "few_bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"3 distinct undesirable prompt\(s\).*objective\.udm\.min_prompts=8"):
+        run_recipe(tmp_path / "run", "recipe=tiny/bco", "objective.udm.enabled=true",
+                   f"data.train.tiny_preference.path={path}",
+                   "data.train.tiny_preference.format=feedback", "data.eval_fraction=0")
+
+
+@pytest.mark.parametrize("override,text", [
+    ("objective.udm.min_ratio=0", "objective.udm.min_ratio"),
+    ("objective.udm.max_ratio=0.1", "objective.udm.min_ratio"),
+    ("objective.udm.heldout_fraction=1.0", "objective.udm.heldout_fraction"),
+    ("objective.beta=0", "objective.beta"),
+])
+def test_bad_bco_settings_fail_before_loading(tmp_path, override, text):
+    with pytest.raises(ConfigError, match=text.replace(".", r"\.")):
+        run_recipe(tmp_path, "recipe=tiny/bco", override, "model.name_or_path=/nonexistent")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_bco_raises_heldout_preference_accuracy(tmp_path):
+    result = run_recipe(tmp_path, "recipe=tiny/bco", "objective.udm.enabled=false")
+    assert result.after["preference_accuracy"] >= result.before["preference_accuracy"] + 0.2
+    assert result.after["reward_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("tuning", ["lora", "freeze"])
+def test_bco_trains_with_other_tuning_strategies(tmp_path, tuning):
+    extra = ["tuning.trainable=[layers\\.3\\.mlp]"] if tuning == "freeze" else []
+    result = run_recipe(tmp_path, "recipe=tiny/bco", f"tuning={tuning}", *extra, *FAST, "train.learning_rate=1e-3")
+    assert result.steps == 4 and math.isfinite(result.train_loss)
+    assert result.after["reward_margin"] > 0
+
+
+def shifted_feedback(tmp_path) -> tuple[str, str]:
+    """Feedback whose undesirable prompts are shifted: every harmful pair gives its rejected answer, only
+    about 1 in 10 benign / borderline pairs does; desirable rows are the chosen answers of all pairs.
+    Returns the training file and a file of held-out benign / borderline pairs (the starved slice)."""
+    import random
+
+    rows = [json.loads(line) for line in (DATA_DIR / "tiny" / "preference.jsonl").read_text().splitlines()]
+    random.Random(0).shuffle(rows)
+    heldout, train = rows[:120], rows[120:]
+    keep = random.Random(1)
+    feedback = [{"prompt": r["prompt"], "completion": r["chosen"], "label": True} for r in train]
+    feedback += [{"prompt": r["prompt"], "completion": r["rejected"], "label": False} for r in train
+                 if r["category"] == "harmful" or keep.random() < 0.1]
+    random.Random(2).shuffle(feedback)
+    train_path, heldout_path = tmp_path / "shifted.jsonl", tmp_path / "heldout_benign.jsonl"
+    train_path.write_text("".join(json.dumps(r) + "\n" for r in feedback))
+    heldout_path.write_text("".join(json.dumps(r) + "\n" for r in heldout if r["category"] != "harmful"))
+    return str(train_path), str(heldout_path)
+
+
+def test_udm_helps_when_undesirable_prompts_are_shifted(tmp_path):
+    """With few undesirable answers to benign prompts, UDM up-weights them: the implicit reward separates
+    held-out benign pairs (helpful vs over-refusal) more than without UDM."""
+    train, heldout = shifted_feedback(tmp_path)
+    margins = {}
+    for udm_on in (False, True):
+        run_dir = tmp_path / f"udm-{udm_on}"
+        run_recipe(
+            run_dir, "recipe=tiny/bco", f"data.train.tiny_preference.path={train}",
+            "data.train.tiny_preference.format=feedback", "data.eval_fraction=0", f"objective.udm.enabled={udm_on}",
+            "summary.enabled=false", "train.save_steps=0", "eval.enabled=true", "eval.preference.enabled=true",
+            f"eval.preference.path={heldout}", "eval.preference.max_examples=200",
+        )
+        from align_train.evaluation.evaluator import evaluation_records
+
+        final = evaluation_records(run_dir / "eval")[-1]
+        assert final["reward_accuracy"] >= 0.95
+        margins[udm_on] = final["reward_margin"]
+    report = json.loads((tmp_path / "udm-True" / "bco_udm.json").read_text())
+    assert report["classifier_balanced_accuracy"] > 0.6  # the shift is visible in the prompts
+    assert margins[True] > 1.05 * margins[False], margins
