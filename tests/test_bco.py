@@ -218,14 +218,6 @@ def test_bco_raises_heldout_preference_accuracy(tmp_path):
     assert result.after["reward_accuracy"] >= 0.9
 
 
-@pytest.mark.parametrize("tuning", ["lora", "freeze"])
-def test_bco_trains_with_other_tuning_strategies(tmp_path, tuning):
-    extra = ["tuning.trainable=[layers\\.3\\.mlp]"] if tuning == "freeze" else []
-    result = run_recipe(tmp_path, "recipe=tiny/bco", f"tuning={tuning}", *extra, *FAST, "train.learning_rate=1e-3")
-    assert result.steps == 4 and math.isfinite(result.train_loss)
-    assert result.after["reward_margin"] > 0
-
-
 def shifted_feedback(tmp_path) -> tuple[str, str]:
     """Feedback whose undesirable prompts are shifted: every harmful pair gives its rejected answer, only
     about 1 in 10 benign / borderline pairs does; desirable rows are the chosen answers of all pairs.

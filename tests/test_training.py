@@ -29,7 +29,7 @@ def weights_of(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("objective", ["sft", "dpo", "kto"])
+@pytest.mark.parametrize("objective", ["sft", "dpo", "kto", "bco"])
 @pytest.mark.parametrize("tuning", ["full", "lora", "freeze"])
 def test_objective_with_tuning_strategy(tmp_path, objective, tuning):
     result = run_recipe(tmp_path, f"recipe=tiny/{objective}", f"tuning={tuning}", *FAST, "train.logging_steps=1")
