@@ -6,7 +6,7 @@ PIP = $(PYTHON) -m pip
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test tiny-model clean
+.PHONY: setup run test bench tiny-model clean
 
 setup:
 	$(PIP) install -c constraints.txt "torch==2.13.0"
@@ -17,6 +17,10 @@ run: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+# Speed and memory against plain TRL, the defaults, cost growth, NeST vs LoRA vs full: bench/results/.
+bench: setup
+	$(PYTHON) -m bench.run
 
 # Rebuild the bundled tiny data sets and the embedded tiny model from scratch (a few minutes).
 tiny-model:

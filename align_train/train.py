@@ -60,7 +60,8 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
     return objective, tuning
 
 
-def run(cfg) -> RunResult:
+def run(cfg, callbacks=()) -> RunResult:
+    """One run of the composed config; ``callbacks`` are extra TrainerCallbacks (e.g. a profiler or timer)."""
     started = time.time()
     quiet_libraries()
     state = process_state()
@@ -98,7 +99,7 @@ def run(cfg) -> RunResult:
 
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
-    callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl")]
+    callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl"), *callbacks]
     trainer = objective.build_trainer(
         model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
     )

@@ -1,0 +1,305 @@
+"""Benchmarks: speed and memory against plain TRL, what our defaults buy, cost growth, NeST vs LoRA vs full.
+
+    python -m bench.run                      # everything (a few minutes on a CPU)
+    python -m bench.run --parts overhead     # one or several parts, comma-separated
+    make bench
+
+Every case runs in its own process (``bench/case.py``) so that its peak memory is its own; cases
+that are compared run interleaved, several times, and the comparison uses medians of per-step
+times measured by the same callback. Results: ``bench/results/<part>.json`` (figures, hardware,
+versions), ``bench/results/results.md`` (tables) and ``bench/results/*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "liger-kernel")
+# A model big enough for the reference copy and optimiser state to show in memory (~10M parameters),
+# small enough for a CPU: the tiny model's tokenizer, a wider and deeper Llama, random weights (seeded).
+BENCH_MODEL = {"hidden_size": 384, "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 6,
+               "num_key_value_heads": 2, "head_dim": 64}
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def environment() -> dict:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+
+
+# --------------------------------------------------------------------------- running cases
+
+
+def run_case(spec: dict, nproc: int = 1) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if nproc > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                   "--master_port", str(free_port()), "-m", "bench.case", json.dumps(spec)]
+    else:
+        command = [sys.executable, "-m", "bench.case", json.dumps(spec)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark case failed ({' '.join(command[:6])} ...):\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def median_step(result: dict, skip: int = 2) -> float:
+    """Median optimizer-step time, leaving out the first steps (allocator and kernel warm-up)."""
+    times = result["step_times"][skip:] or result["step_times"]
+    return statistics.median(times)
+
+
+def build_bench_model(directory: Path) -> Path:
+    """The tiny model's tokenizer with a wider, deeper Llama config and seeded random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if (directory / "model.safetensors").is_file():
+        return directory
+    tiny = ROOT / "data" / "tiny-llama"
+    config = AutoConfig.from_pretrained(tiny)
+    for key, value in BENCH_MODEL.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(directory)
+    return directory
+
+
+def write_rows(rows, path: Path) -> Path:
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def training_order(rows_file: Path, overrides: list[str]) -> list[dict]:
+    """The rows in the order align-train's data layer hands them to the trainer (it shuffles, seeded)."""
+    from hydra import compose, initialize_config_dir
+
+    from align_train.cli import setup
+    from align_train.data import load_data
+    from align_train.objectives import make_objective
+    from align_train.paths import CONF_DIR
+
+    setup()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    objective = make_objective(cfg.objective)
+    return load_data(cfg.data, objective.accepts, objective.name).train.to_list()
+
+
+def save(part: str, content: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{part}.json"
+    path.write_text(json.dumps({"part": part, "environment": environment(), **content}, indent=2) + "\n")
+    print(f"[bench] {path.relative_to(ROOT)}", file=sys.stderr)
+    return path
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def dpo_overrides(model: Path, rows: Path, steps: int, global_batch: int, per_device: int) -> list[str]:
+    return [
+        "recipe=tiny/dpo", f"model.name_or_path={model}", f"data.train.tiny_preference.path={rows}",
+        "data.eval_fraction=0", f"train.max_steps={steps}", f"train.global_batch_size={global_batch}",
+        f"train.per_device_batch_size={per_device}", "train.logging_steps=1", "train.save_steps=0",
+        "summary.enabled=false",
+    ]
+
+
+def part_overhead(work: Path, quick: bool) -> dict:
+    """The same DPO run through align-train and through a plain TRL script: step time and loss curves."""
+    model = build_bench_model(work / "bench-llama")
+    steps, repeats = (12, 2) if quick else (30, 3)
+    source = write_rows([json.loads(line) for line in (ROOT / "data/tiny/preference.jsonl").open()],
+                        work / "pairs.jsonl")
+    overrides = dpo_overrides(model, source, steps, 8, 8)
+    ordered = write_rows(training_order(source, overrides), work / "pairs-in-training-order.jsonl")
+    align, plain = [], []
+    for i in range(repeats):  # interleaved, so drift in machine load hits both alike
+        align.append(run_case({"kind": "align", "overrides": overrides, "out": str(work / f"align-{i}")}))
+        plain.append(run_case({"kind": "trl_dpo", "model": str(model), "rows": str(ordered),
+                               "out": str(work / f"trl-{i}"), "steps": steps, "global_batch": 8, "per_device": 8}))
+    align_step = statistics.median(median_step(r) for r in align)
+    plain_step = statistics.median(median_step(r) for r in plain)
+    max_diff = max(abs(a - b) for a, b in zip(align[0]["losses"], plain[0]["losses"]))
+    return {
+        "setup": {"model_parameters": align[0]["total"], "steps": steps, "global_batch": 8, "repeats": repeats,
+                  "objective": "dpo sigmoid, full tuning, reference copy"},
+        "align_train_step_s": align_step,
+        "plain_trl_step_s": plain_step,
+        "overhead_ratio": align_step / plain_step,
+        "align_train_wall_s": statistics.median(r["wall_seconds"] for r in align),
+        "plain_trl_wall_s": statistics.median(r["wall_seconds"] for r in plain),
+        "loss_curves_identical": len(align[0]["losses"]) == len(plain[0]["losses"]) and max_diff < 1e-5,
+        "loss_max_abs_difference": max_diff,
+        "losses": {"align_train": align[0]["losses"], "plain_trl": plain[0]["losses"]},
+        "peak_rss_mb": {"align_train": statistics.median(r["peak_rss_mb"] for r in align),
+                        "plain_trl": statistics.median(r["peak_rss_mb"] for r in plain)},
+        "peak_above_baseline_mb": {"align_train": statistics.median(r["peak_above_baseline_mb"] for r in align),
+                                   "plain_trl": statistics.median(r["peak_above_baseline_mb"] for r in plain)},
+    }
+
+
+def part_defaults(work: Path, quick: bool) -> dict:
+    """What the defaults buy: precomputed reference log-probs, padding-free, LoRA's reference."""
+    model = build_bench_model(work / "bench-llama")
+    steps = 10 if quick else 20
+    rows = write_rows([json.loads(line) for line in (ROOT / "data/tiny/preference.jsonl").open()][:320],
+                      work / "pairs-320.jsonl")
+    base = dpo_overrides(model, rows, steps, 8, 8)
+    cases = {
+        "reference_copy": {"kind": "align", "overrides": base},
+        "precomputed_reference": {"kind": "align", "overrides": [*base, "objective.precompute_ref_log_probs=true"]},
+        "padded": {"kind": "align", "overrides": base},
+        "padding_free": {"kind": "align", "overrides": [*base, "objective.padding_free=true"]},
+        "lora_adapter_disabled_reference": {"kind": "align", "overrides": [*base, "tuning=lora"]},
+        "lora_separate_reference_copy": {"kind": "trl_dpo", "model": str(model), "rows": str(rows), "steps": steps,
+                                         "global_batch": 8, "per_device": 8, "lora": True,
+                                         "separate_reference": True},
+        "lora_adapter_disabled_reference_trl": {"kind": "trl_dpo", "model": str(model), "rows": str(rows),
+                                                "steps": steps, "global_batch": 8, "per_device": 8, "lora": True,
+                                                "separate_reference": False},
+    }
+    results = {}
+    for name, spec in cases.items():
+        results[name] = run_case({**spec, "out": str(work / f"defaults-{name}")})
+
+    def row(name):
+        r = results[name]
+        return {"step_s": median_step(r), "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
+                "peak_above_baseline_mb": r["peak_above_baseline_mb"], "trainable": r["trainable"],
+                "final_loss": r["losses"][-1]}
+
+    figures = {name: row(name) for name in cases}
+    comparisons = {
+        "precomputed_vs_reference_copy": ("precomputed_reference", "reference_copy"),
+        "padding_free_vs_padded": ("padding_free", "padded"),
+        "lora_adapter_disabled_vs_separate_copy": ("lora_adapter_disabled_reference_trl", "lora_separate_reference_copy"),
+    }
+    ratios = {
+        key: {"step_time_ratio": figures[a]["step_s"] / figures[b]["step_s"],
+              "wall_ratio": figures[a]["wall_s"] / figures[b]["wall_s"],
+              "peak_memory_ratio": figures[a]["peak_above_baseline_mb"] / figures[b]["peak_above_baseline_mb"],
+              "final_loss_difference": abs(figures[a]["final_loss"] - figures[b]["final_loss"])}
+        for key, (a, b) in comparisons.items()
+    }
+    return {"setup": {"model_parameters": results["reference_copy"]["total"], "steps": steps, "global_batch": 8},
+            "cases": figures, "ratios": ratios}
+
+
+def part_scaling(work: Path, quick: bool) -> dict:
+    """Step time and peak memory against sequence length and batch size; one process against two."""
+    model = build_bench_model(work / "bench-llama")
+    steps = 6 if quick else 10
+    lengths = (64, 128, 256) if quick else (64, 128, 256, 512)
+    batches = (2, 4, 8) if quick else (2, 4, 8, 16)
+    sentence = " The quick brown fox checks every step of the plan before moving on."
+    long_rows = [{"prompt": f"Question {i}: what next?", "chosen": "Answer:" + sentence * 60,
+                  "rejected": "Reply:" + sentence * 60} for i in range(64)]
+    rows = write_rows(long_rows, work / "long-pairs.jsonl")
+
+    def case(length, batch, nproc=1, per_device=None):
+        overrides = [*dpo_overrides(model, rows, steps, batch, per_device or batch), f"model.max_length={length}"]
+        if nproc > 1:
+            overrides.append("train.use_cpu=true")
+        r = run_case({"kind": "align", "overrides": overrides, "out": str(work / f"scale-{length}-{batch}-{nproc}")},
+                     nproc=nproc)
+        return {"sequence_length": length, "global_batch": batch, "processes": nproc, "step_s": median_step(r),
+                "tokens_per_s": batch * 2 * length / median_step(r), "peak_rss_mb": r["peak_rss_mb"],
+                "peak_above_baseline_mb": r["peak_above_baseline_mb"]}
+
+    by_length = [case(length, 8) for length in lengths]
+    by_batch = [case(128, batch) for batch in batches]
+    processes = [case(128, 8, 1, 8), case(128, 8, 2, 4)]
+    return {"setup": {"model_parameters": BENCH_MODEL, "steps": steps, "objective": "dpo, full tuning",
+                      "note": "tokens per step = global batch x 2 (chosen, rejected) x length (every row truncated "
+                              "to the length); peak_rss_mb is per process"},
+            "by_sequence_length": by_length, "by_batch_size": by_batch, "processes": processes}
+
+
+def part_gpu(work: Path, quick: bool) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU on this machine; run `make bench` where one is available"}
+    raise NotImplementedError("the GPU part runs only where a GPU is present")  # pragma: no cover
+
+
+PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "gpu": part_gpu}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    work = Path(tempfile.mkdtemp(prefix="align-train-bench-"))
+    try:
+        for part in parts:
+            print(f"[bench] {part} ...", file=sys.stderr, flush=True)
+            save(part, PARTS[part](work, args.quick))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    from bench.report import write_report
+
+    write_report(RESULTS)
+
+
+if __name__ == "__main__":
+    main()
