@@ -17,6 +17,7 @@ from transformers import set_seed
 from align_train.data import load_data
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
+from align_train.errors import DataError
 from align_train.distributed import process_state
 from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.objectives import Objective, make_objective
@@ -58,6 +59,31 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
         check_eval_config(cfg.eval)
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
     return objective, tuning
+
+
+def rows_dropped_by_trainer(trainer, data, max_length: int) -> dict:
+    """Rows TRL removed while tokenising (a prompt that alone fills max_length leaves nothing to learn).
+
+    TRL drops them quietly; here the count is printed and recorded, and a set left empty is an error.
+    Packed SFT data changes its row count by design and is not checked.
+    """
+    if getattr(trainer.args, "packing", False):
+        return {}
+    dropped = {}
+    for split, before, after in (("train", data.train, trainer.train_dataset),
+                                 ("eval", data.eval, trainer.eval_dataset)):
+        if before is None or after is None or not hasattr(after, "__len__") or len(after) >= len(before):
+            continue
+        dropped[split] = len(before) - len(after)
+        if len(after) == 0:
+            raise DataError(
+                f"every {split} row was removed while tokenising: their prompts alone fill model.max_length="
+                f"{max_length} tokens; raise model.max_length or shorten the prompts"
+            )
+        log(f"warning: {dropped[split]} of {len(before)} {split} rows were removed while tokenising because "
+            f"their prompt alone fills model.max_length={max_length} tokens (recorded in data_report.json); "
+            f"raise model.max_length to keep them")
+    return dropped
 
 
 def run(cfg, callbacks=()) -> RunResult:
@@ -103,6 +129,9 @@ def run(cfg, callbacks=()) -> RunResult:
     trainer = objective.build_trainer(
         model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
     )
+    dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
+    if dropped and state.is_main_process:
+        write_json(run_dir / "data_report.json", {**data.report, "dropped_by_trainer": dropped})
     if evaluator is not None:
         sharded = trainer.is_fsdp_enabled or (
             trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3

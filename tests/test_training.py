@@ -189,3 +189,14 @@ def test_dpo_on_standard_plain_string_pairs(tmp_path):
         "train.max_steps=2", "train.global_batch_size=2", "train.per_device_batch_size=2", "summary.enabled=false",
     )
     assert result.steps == 2 and result.data["format"] == "preference"
+
+
+def test_rows_the_trainer_drops_are_reported_and_an_emptied_set_is_an_error(tmp_path, capsys):
+    """TRL removes rows whose prompt alone fills max_length; the run says so instead of training on fewer."""
+    result = run_recipe(tmp_path / "some", "recipe=tiny/dpo", *FAST, "model.max_length=21")
+    report = json.loads((tmp_path / "some" / "data_report.json").read_text())
+    dropped = report["dropped_by_trainer"]["train"]
+    assert 0 < dropped < result.data["train_rows"]
+    assert f"{dropped} of {result.data['train_rows']} train rows were removed" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"every train row was removed.*model\.max_length=12"):
+        run_recipe(tmp_path / "all", "recipe=tiny/dpo", *FAST, "model.max_length=12")
