@@ -10,11 +10,13 @@ update.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -58,7 +60,9 @@ def cluster_neurons(profiles: torch.Tensor, k: int, seed: int) -> np.ndarray:
     x = x / np.where(norms > 0, norms, 1.0)  # shape of the profile, not its scale
     if k == 1:
         return np.zeros(len(x), dtype=np.int64)
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
+    with warnings.catch_warnings():  # identical profiles give fewer distinct clusters than k: relabel() copes
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x).astype(np.int64)
 
 
 def select_layers(modules: list[str], harmful: list[torch.Tensor], harmless: list[torch.Tensor], cfg
