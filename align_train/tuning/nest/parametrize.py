@@ -26,8 +26,9 @@ class ClusterDelta(nn.Module):
     def __init__(self, neurons: torch.Tensor, clusters: torch.Tensor, n_clusters: int, hidden: int, dim: int):
         super().__init__()
         self.dim = dim
-        self.register_buffer("neurons", neurons.long(), persistent=False)
-        self.register_buffer("clusters", clusters.long(), persistent=False)
+        # Persistent: a mid-run checkpoint then holds everything needed to fold it (fold_state_dict).
+        self.register_buffer("neurons", neurons.long())
+        self.register_buffer("clusters", clusters.long())
         self.delta = nn.Parameter(torch.zeros(n_clusters, hidden, dtype=torch.float32))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,29 @@ def deltas_of(model: nn.Module, selection, kinds: list[str]) -> dict[tuple[str, 
     """{(block, kind): its cluster vectors} of a parametrised model."""
     return {(layer.module, kind): projection(model, layer.module, kind).parametrizations.weight[0].delta
             for layer in selection for kind in kinds}
+
+
+PARAMETRISED = ".parametrizations.weight.original"
+
+
+def is_parametrised_state(keys) -> bool:
+    """Whether a state dict (e.g. a mid-run checkpoint's) holds NeST-parametrised projections."""
+    return any(k.endswith(PARAMETRISED) for k in keys)
+
+
+def fold_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A parametrised checkpoint's tensors as a plain model's: W + delta under the plain weight names."""
+    out = {k: v for k, v in state.items() if ".parametrizations.weight." not in k}
+    for key in [k for k in state if k.endswith(PARAMETRISED)]:
+        prefix = key[: -len(PARAMETRISED)]
+        weight = state[key]
+        p = f"{prefix}.parametrizations.weight.0."
+        if p + "delta" in state:
+            dim = 1 if prefix.endswith("down_proj") else 0
+            update = state[p + "delta"][state[p + "clusters"]].to(weight.dtype)
+            weight = weight.index_add(dim, state[p + "neurons"], update.t() if dim == 1 else update)
+        out[f"{prefix}.weight"] = weight
+    return out
 
 
 def fold(model: nn.Module) -> nn.Module:
