@@ -158,6 +158,28 @@ def test_folded_model_and_adapter_reproduce_the_parametrised_model(straight_run,
         assert torch.equal(tensor, folded.state_dict()[name]), name
 
 
+def test_gate_and_up_rows_move_by_their_cluster_vector(tmp_path):
+    run_recipe(tmp_path, *SHORT, "tuning.weights=[down,gate,up]", "train.max_steps=2", "train.save_steps=1")
+    assert (tmp_path / "checkpoint-1" / "model.safetensors").is_file()
+    selection, meta, tensors = _read(tmp_path / "final" / ADAPTER_FILE)
+    assert meta["weights"] == ["down", "gate", "up"]
+    final = load_file(str(tmp_path / "final" / "model.safetensors"))
+    layer = selection[0]
+    for kind in ("gate", "up"):
+        name = f"{layer.module}.{kind}_proj.weight"
+        others = torch.ones(BASE[name].shape[0], dtype=torch.bool)
+        others[layer.neurons] = False
+        assert torch.equal(final[name][others], BASE[name][others])
+        update = final[name][layer.neurons] - BASE[name][layer.neurons]
+        delta = tensors[f"{layer.module}.delta.{kind}"]
+        assert delta.abs().sum() > 0
+        assert torch.allclose(update, delta[layer.clusters], atol=1e-6)
+    applied = apply_adapter(AutoModelForCausalLM.from_pretrained(TINY), tmp_path / "final" / ADAPTER_FILE)
+    for name, tensor in applied.state_dict().items():
+        if name in final:
+            assert torch.equal(tensor, final[name]), name
+
+
 def test_align_eval_loads_a_mid_run_checkpoint_folded(straight_run):
     """checkpoint-4 stores base weights and cluster vectors apart; align-eval scores the same model as final/."""
     from align_train.evaluation.cli import load_for_eval

@@ -27,8 +27,9 @@ class ClusterDelta(nn.Module):
         super().__init__()
         self.dim = dim
         # Persistent: a mid-run checkpoint then holds everything needed to fold it (fold_state_dict).
-        self.register_buffer("neurons", neurons.long())
-        self.register_buffer("clusters", clusters.long())
+        # Copies: tensors shared between the projections of one block would not save (safetensors refuses them).
+        self.register_buffer("neurons", neurons.long().clone())
+        self.register_buffer("clusters", clusters.long().clone())
         self.delta = nn.Parameter(torch.zeros(n_clusters, hidden, dtype=torch.float32))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
