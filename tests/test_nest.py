@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -91,6 +92,20 @@ def test_probe_selects_the_planted_neurons_and_few_others(tmp_path, tiny_tokeniz
         # The planted neurons fire identically, so k-means puts them in one cluster (k-means asked for 3).
         planted_clusters = selection[layer].clusters[torch.isin(selection[layer].neurons, torch.tensor(neurons))]
         assert len(set(planted_clusters.tolist())) == 1
+
+
+def test_cap_keeps_the_largest_scores_and_kmeans_groups_neurons_that_fire_together():
+    from align_train.tuning.nest.select import cluster_neurons, select_neurons
+
+    z = np.array([0.1, -3.0, 2.5, 0.0, 4.0, -2.1])
+    assert select_neurons(z, 2.0, None).tolist() == [1, 2, 4, 5]
+    assert select_neurons(z, 2.0, 2).tolist() == [1, 4]
+    # Neurons 0-2 fire on the first half of the prompts, 3-5 on the second, at different scales.
+    on = torch.tensor([1.0] * 10 + [0.0] * 10)
+    profiles = torch.stack([on * 2, on * 5 + 0.1, on, (1 - on) * 3, (1 - on) * 0.5, (1 - on) + 0.01])
+    labels = cluster_neurons(profiles, 2, seed=0)
+    assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
+    assert len(set(cluster_neurons(profiles[:2], 5, seed=0))) <= 2, "k is capped by the number of neurons"
 
 
 # --------------------------------------------------------------------------- training, folding, the adapter
@@ -260,6 +275,14 @@ def test_tiny_nest_raises_refusals_with_few_parameters(tmp_path):
     assert after["refusal_rate"] >= before["refusal_rate"] + 0.4
     assert after["over_refusal_rate"] <= 0.3
     assert result.parameters["trainable"] < 0.01 * result.parameters["total"]
+    # LoRA with the default settings on the same model trains two orders of magnitude more.
+    from peft import get_peft_model
+
+    from align_train.tuning import make_tuning
+
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(TINY),
+                          make_tuning(compose_config("tuning=lora").tuning).peft_config())
+    assert result.parameters["trainable"] * 50 < sum(p.numel() for p in lora.parameters() if p.requires_grad)
     info = json.loads((tmp_path / "final" / ADAPTER_INFO).read_text())
     assert info["artifact_bytes"] < 20_000
 

@@ -3,9 +3,10 @@
 A strategy never looks at the objective, and an objective never looks at the strategy: the
 run wires them together. ``provides_reference`` tells the run whether the strategy keeps the
 untouched base inside the trained model (LoRA with adapters disabled), so that preference
-objectives need no separate reference copy. ``prepare`` sees the loaded model, the tokenizer and the
-run directory before ``apply`` (NeST reads the model there to choose what trains). ``trainer_kwargs`` lets a strategy hand the
-trainer what it needs (LoRA hands TRL its peft config) without the objective knowing.
+objectives need no separate reference copy. ``prepare`` sees the loaded model, the tokenizer
+and the run directory before ``apply`` (NeST reads the model there to choose what trains).
+``trainer_kwargs`` lets a strategy hand the trainer what it needs (LoRA hands TRL its peft
+config) without the objective knowing.
 """
 
 from __future__ import annotations

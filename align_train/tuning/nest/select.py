@@ -29,7 +29,6 @@ class LayerSelection:
     neurons: torch.Tensor  # int64, sorted neuron indices
     clusters: torch.Tensor  # int64, same length, in [0, n_clusters)
     n_clusters: int
-    z: torch.Tensor | None = None  # the selected neurons' z-scores (reporting only)
 
 
 def probe_z_scores(harmful: torch.Tensor, harmless: torch.Tensor, c: float) -> np.ndarray:
@@ -78,7 +77,7 @@ def select_layers(modules: list[str], harmful: list[torch.Tensor], harmless: lis
         labels = cluster_neurons(profiles, cfg.clusters, cfg.seed)
         labels = relabel(labels)
         selected.append(LayerSelection(module, torch.from_numpy(neurons).long(), torch.from_numpy(labels).long(),
-                                       int(labels.max()) + 1, torch.from_numpy(z[neurons]).float()))
+                                       int(labels.max()) + 1))
     return selected
 
 

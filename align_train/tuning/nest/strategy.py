@@ -94,6 +94,9 @@ class NestTuning(TuningStrategy):
             if selection is not None:
                 log(f"selection read from {path} (not probing again)")
             else:
+                # The model is still where it was loaded (the CPU); the trainer would move it to the
+                # accelerator next anyway, and a 7B probe on a CPU takes far too long.
+                model.to(state.device)
                 selection = probe_and_select(model, tokenizer, self.cfg)
                 if state.is_main_process:
                     save_selection(path, selection, settings)
