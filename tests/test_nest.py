@@ -21,7 +21,7 @@ from align_train.errors import ConfigError
 from align_train.paths import DATA_DIR, PROJECT_ROOT
 from align_train.train import validate_config
 from align_train.tuning.nest import NestTuning, apply_adapter
-from align_train.tuning.nest.artifact import ADAPTER_FILE, ADAPTER_INFO, SELECTION_FILE, _read
+from align_train.tuning.nest.artifact import ADAPTER_FILE, ADAPTER_INFO, SELECTION_FILE, read_artifact
 from align_train.tuning.nest.parametrize import add_deltas, deltas_of
 from align_train.tuning.nest.strategy import probe_and_select
 from tests.conftest import compose_config, run_recipe
@@ -121,7 +121,7 @@ def straight_run(tmp_path_factory):
 def test_only_cluster_vectors_move_and_members_share_their_update(straight_run):
     run_dir, result = straight_run
     info = json.loads((run_dir / "final" / ADAPTER_INFO).read_text())
-    selection, meta, tensors = _read(run_dir / "final" / ADAPTER_FILE)
+    selection, meta, tensors = read_artifact(run_dir / "final" / ADAPTER_FILE)
     assert meta["weights"] == ["down"]
     assert result.parameters["trainable"] == info["trainable_parameters"] == sum(
         s.n_clusters for s in selection) * 128
@@ -150,7 +150,7 @@ def test_only_cluster_vectors_move_and_members_share_their_update(straight_run):
 def test_folded_model_and_adapter_reproduce_the_parametrised_model(straight_run, tiny_tokenizer):
     run_dir, _ = straight_run
     folded = AutoModelForCausalLM.from_pretrained(run_dir / "final").eval()
-    selection, meta, tensors = _read(run_dir / "final" / ADAPTER_FILE)
+    selection, meta, tensors = read_artifact(run_dir / "final" / ADAPTER_FILE)
 
     parametrised = AutoModelForCausalLM.from_pretrained(TINY).eval()
     add_deltas(parametrised, selection, meta["weights"])
@@ -176,7 +176,7 @@ def test_folded_model_and_adapter_reproduce_the_parametrised_model(straight_run,
 def test_gate_and_up_rows_move_by_their_cluster_vector(tmp_path):
     run_recipe(tmp_path, *SHORT, "tuning.weights=[down,gate,up]", "train.max_steps=2", "train.save_steps=1")
     assert (tmp_path / "checkpoint-1" / "model.safetensors").is_file()
-    selection, meta, tensors = _read(tmp_path / "final" / ADAPTER_FILE)
+    selection, meta, tensors = read_artifact(tmp_path / "final" / ADAPTER_FILE)
     assert meta["weights"] == ["down", "gate", "up"]
     final = load_file(str(tmp_path / "final" / "model.safetensors"))
     layer = selection[0]

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from align_train.tuning.nest.parametrize import KINDS, projection
+from align_train.tuning.nest.parametrize import KINDS, add_to_neurons, projection
 from align_train.tuning.nest.select import LayerSelection
 
 SELECTION_FILE = "nest_selection.safetensors"
@@ -37,7 +37,8 @@ def _metadata(selection: list[LayerSelection], **extra) -> dict[str, str]:
     return {"layers": json.dumps(layers), **{k: json.dumps(v) for k, v in extra.items()}}
 
 
-def _read(path: Path) -> tuple[list[LayerSelection], dict, dict[str, torch.Tensor]]:
+def read_artifact(path: Path) -> tuple[list[LayerSelection], dict, dict[str, torch.Tensor]]:
+    """(selection, metadata, tensors) of a selection cache or an adapter file."""
     with safe_open(str(path), framework="pt") as handle:
         meta = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
@@ -58,7 +59,7 @@ def load_selection(path: Path, settings: dict) -> list[LayerSelection] | None:
     """The cached selection, or None when there is none or it was made with other settings."""
     if not path.is_file():
         return None
-    selection, meta, _ = _read(path)
+    selection, meta, _ = read_artifact(path)
     return selection if meta.get("settings") == settings else None
 
 
@@ -83,13 +84,12 @@ def save_adapter(directory: Path, selection: list[LayerSelection], deltas: dict,
 @torch.no_grad()
 def apply_adapter(model: torch.nn.Module, path) -> torch.nn.Module:
     """Fold a saved NeST adapter into a base model's weights (in place): the tuned model, no overhead."""
-    selection, meta, tensors = _read(Path(path))
+    selection, meta, tensors = read_artifact(Path(path))
     for layer in selection:
         for kind in meta["weights"]:
             linear = projection(model, layer.module, kind)
-            dim = KINDS[kind][1]
-            update = tensors[f"{layer.module}.delta.{kind}"][layer.clusters].to(linear.weight.dtype)
-            update = update.to(linear.weight.device)
-            linear.weight.copy_(linear.weight.index_add(dim, layer.neurons.to(update.device),
-                                                        update.t() if dim == 1 else update))
+            device = linear.weight.device
+            vectors = tensors[f"{layer.module}.delta.{kind}"][layer.clusters]
+            linear.weight.copy_(add_to_neurons(linear.weight, KINDS[kind][1], layer.neurons.to(device),
+                                               vectors.to(device)))
     return model

@@ -33,8 +33,17 @@ class ClusterDelta(nn.Module):
         self.delta = nn.Parameter(torch.zeros(n_clusters, hidden, dtype=torch.float32))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        update = self.delta[self.clusters].to(weight.dtype)  # members x hidden
-        return weight.index_add(self.dim, self.neurons, update.t() if self.dim == 1 else update)
+        return add_to_neurons(weight, self.dim, self.neurons, self.delta[self.clusters])
+
+
+def add_to_neurons(weight: torch.Tensor, dim: int, neurons: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """``weight`` with ``vectors[i]`` added to neuron ``neurons[i]``'s column (dim 1) or row (dim 0).
+
+    The one place the update is applied: training, folding a model, folding a checkpoint and applying
+    a saved adapter all go through it, so they agree bit for bit.
+    """
+    vectors = vectors.to(weight.dtype)
+    return weight.index_add(dim, neurons, vectors.t() if dim == 1 else vectors)
 
 
 def projection(model: nn.Module, block: str, kind: str) -> nn.Linear:
@@ -78,9 +87,8 @@ def fold_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weight = state[key]
         p = f"{prefix}.parametrizations.weight.0."
         if p + "delta" in state:
-            dim = 1 if prefix.endswith("down_proj") else 0
-            update = state[p + "delta"][state[p + "clusters"]].to(weight.dtype)
-            weight = weight.index_add(dim, state[p + "neurons"], update.t() if dim == 1 else update)
+            dim = next(d for proj, d in KINDS.values() if prefix.endswith(proj))
+            weight = add_to_neurons(weight, dim, state[p + "neurons"], state[p + "delta"][state[p + "clusters"]])
         out[f"{prefix}.weight"] = weight
     return out
 

@@ -8,13 +8,10 @@ one telling word counts as much as one that fires throughout.
 
 from __future__ import annotations
 
-import random
-
 import torch
 from torch import nn
 
-from align_train.data.sources import read_records
-from align_train.errors import ConfigError, DataError
+from align_train.errors import ConfigError
 from align_train.evaluation.generation import render
 
 
@@ -28,34 +25,6 @@ def mlp_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
             "selects are the down projection's inputs); use tuning=lora or tuning=full for this model"
         )
     return blocks
-
-
-def prompt_text(value, where: str, key: str) -> str:
-    """A prompt from a string, or the last user turn of a list of chat messages."""
-    if isinstance(value, list):
-        users = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
-        value = users[-1] if users else None
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: {key}.column holds no prompt (a string or messages with a user turn)")
-    return value
-
-
-def load_probe_prompts(key: str, cfg, seed: int) -> list[str]:
-    """The prompts of one probe set (a ``PromptSetConfig`` at ``key``), filtered by ``where``, sampled."""
-    if not cfg.path:
-        raise ConfigError(f"{key}.path: NeST needs a prompt file or dataset to probe the model with")
-    prompts = []
-    for where, row in read_records(key, cfg.path, cfg.subset, cfg.split):
-        missing = [c for c in [cfg.column, *cfg.where] if c not in row]
-        if missing:
-            raise DataError(f"{where}: column(s) {missing} named in {key} are absent; present: {sorted(row)}")
-        if all(str(row[c]) == str(v) for c, v in cfg.where.items()):
-            prompts.append(prompt_text(row[cfg.column], where, key))
-    if len(prompts) < 2:
-        raise DataError(f"{key}: '{cfg.path}' has {len(prompts)} prompt(s) matching {dict(cfg.where)}; need at least 2")
-    if len(prompts) > cfg.max_prompts:
-        prompts = random.Random(seed).sample(prompts, cfg.max_prompts)
-    return prompts
 
 
 @torch.no_grad()

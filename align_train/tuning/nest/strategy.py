@@ -18,7 +18,8 @@ from align_train.errors import ConfigError
 from align_train.tuning.base import TuningStrategy
 from align_train.tuning.nest.artifact import ADAPTER_FILE, SELECTION_FILE, load_selection, save_adapter, save_selection
 from align_train.tuning.nest.parametrize import KINDS, add_deltas, deltas_of, fold
-from align_train.tuning.nest.probe import load_probe_prompts, mlp_blocks, pooled_activations
+from align_train.evaluation.generation import load_prompts
+from align_train.tuning.nest.probe import mlp_blocks, pooled_activations
 from align_train.tuning.nest.select import LayerSelection, select_layers
 
 
@@ -29,8 +30,8 @@ def log(message: str) -> None:
 
 def probe_and_select(model: nn.Module, tokenizer, cfg) -> list[LayerSelection]:
     """Steps 1-3 of NeST on the frozen model: pooled activations, probe, threshold, k-means."""
-    harmful = load_probe_prompts("tuning.harmful", cfg.harmful, cfg.seed)
-    harmless = load_probe_prompts("tuning.harmless", cfg.harmless, cfg.seed)
+    harmful = load_prompts("tuning.harmful", cfg.harmful, cfg.seed)
+    harmless = load_prompts("tuning.harmless", cfg.harmless, cfg.seed)
     modules = [name for name, _ in mlp_blocks(model)]
     acts_h = pooled_activations(model, tokenizer, harmful, cfg.probe_batch_size, cfg.probe_max_length)
     acts_s = pooled_activations(model, tokenizer, harmless, cfg.probe_batch_size, cfg.probe_max_length)
