@@ -321,6 +321,8 @@ class NestTuningConfig(TuningConfig):
     harmless: PromptSetConfig = field(default_factory=lambda: PromptSetConfig(max_prompts=200))
     threshold: float = 2.0  # keep neurons whose probe weight's z-score within its layer exceeds this in |z|
     max_neurons_per_layer: Optional[int] = None  # keep at most this many (largest |z|) per layer
+    # probe: the neurons above; random: as many per layer, drawn at random (a control, not a method).
+    selection: str = "probe"
     clusters: int = 3  # k-means clusters per layer (k); fewer when a layer has fewer selected neurons
     # Where each cluster's vector is added: down (the members' down_proj columns), gate / up (their rows).
     weights: List[str] = field(default_factory=lambda: ["down"])

@@ -93,6 +93,13 @@ def test_probe_selects_the_planted_neurons_and_few_others(tmp_path, tiny_tokeniz
         planted_clusters = selection[layer].clusters[torch.isin(selection[layer].neurons, torch.tensor(neurons))]
         assert len(set(planted_clusters.tolist())) == 1
 
+    # The control draws as many neurons per layer without looking at the probe: it misses the planted ones.
+    cfg.selection = "random"
+    control = {int(s.module.split(".")[2]): s for s in probe_and_select(model, tiny_tokenizer, cfg)}
+    for layer, neurons in planted.items():
+        assert len(control[layer].neurons) == len(selection[layer].neurons)
+        assert not set(neurons) <= set(control[layer].neurons.tolist())
+
 
 def test_cap_keeps_the_largest_scores_and_kmeans_groups_neurons_that_fire_together():
     from align_train.tuning.nest.select import cluster_neurons, select_neurons
@@ -299,6 +306,7 @@ def test_tiny_nest_raises_refusals_with_few_parameters(tmp_path):
         (["tuning.weights=[]"], "tuning.weights"),
         (["tuning.max_neurons_per_layer=0"], "tuning.max_neurons_per_layer"),
         (["tuning.harmful.path=null"], "tuning.harmful.path"),
+        (["tuning.selection=best"], "tuning.selection"),
     ],
 )
 def test_config_errors_name_the_key(overrides, key):

@@ -3,7 +3,8 @@
 Per layer, an L2 logistic regression on standardised activations separates harmful (1) from
 harmless (0) prompts; a neuron's weight in it, z-scored within the layer, says how much the
 probe leans on that neuron relative to its neighbours. Neurons with |z| above the threshold
-are kept. The kept neurons are then grouped by k-means on their normalised activation
+are kept (``selection: random`` keeps as many neurons per layer drawn at random instead: the
+control that shows whether the probe's choice matters). The kept neurons are then grouped by k-means on their normalised activation
 profiles (one value per probe prompt), so neurons that fire on the same prompts share one
 update.
 """
@@ -73,6 +74,9 @@ def select_layers(modules: list[str], harmful: list[torch.Tensor], harmless: lis
         neurons = select_neurons(z, cfg.threshold, cfg.max_neurons_per_layer)
         if len(neurons) == 0:
             continue
+        if cfg.selection == "random":  # the control: as many neurons, drawn without looking at the probe
+            rng = np.random.default_rng([cfg.seed, len(selected)])
+            neurons = np.sort(rng.choice(h.shape[1], size=len(neurons), replace=False))
         profiles = torch.cat([h, s])[:, neurons].T  # neurons x prompts
         labels = cluster_neurons(profiles, cfg.clusters, cfg.seed)
         labels = relabel(labels)

@@ -23,6 +23,9 @@ from align_train.tuning.nest.probe import mlp_blocks, pooled_activations
 from align_train.tuning.nest.select import LayerSelection, select_layers
 
 
+SELECTIONS = ("probe", "random")
+
+
 def log(message: str) -> None:
     if process_state().is_main_process:
         print(f"[align-train] nest: {message}", file=sys.stderr, flush=True)
@@ -51,6 +54,8 @@ class NestTuning(TuningStrategy):
         cfg = self.cfg
         if cfg.threshold <= 0:
             raise ConfigError(f"tuning.threshold must be > 0 (a |z-score| cut-off, e.g. 2.0), got {cfg.threshold}")
+        if cfg.selection not in SELECTIONS:
+            raise ConfigError(f"tuning.selection is '{cfg.selection}'; expected one of {', '.join(SELECTIONS)}")
         if cfg.clusters < 1:
             raise ConfigError(f"tuning.clusters must be >= 1 (k-means clusters per layer), got {cfg.clusters}")
         if cfg.max_neurons_per_layer is not None and cfg.max_neurons_per_layer < 1:
@@ -75,7 +80,7 @@ class NestTuning(TuningStrategy):
 
     def settings(self, model: nn.Module) -> dict:
         """What the selection depends on; a cached selection made with other settings is not reused."""
-        keys = ("harmful", "harmless", "threshold", "max_neurons_per_layer", "clusters", "probe_c",
+        keys = ("harmful", "harmless", "threshold", "max_neurons_per_layer", "selection", "clusters", "probe_c",
                 "probe_max_length", "seed")
         cfg = OmegaConf.to_container(self.cfg, resolve=True) if OmegaConf.is_config(self.cfg) else dict(self.cfg)
         return {"model": getattr(model.config, "_name_or_path", None), **{k: cfg[k] for k in keys}}
