@@ -336,6 +336,31 @@ class EvalConfig:
     latent_separation: SeparationSuiteConfig = field(default_factory=SeparationSuiteConfig)
 
 
+# --------------------------------------------------------------------------- NeST (needs PromptSetConfig)
+
+
+@dataclass
+class NestTuningConfig(TuningConfig):
+    """Neuron selective tuning: only safety-relevant MLP neurons move, one shared update per cluster."""
+
+    name: str = "nest"
+    # Probe sets: the frozen model reads both, and a per-layer linear probe separates them. A row's
+    # column may hold a string or a list of chat messages (the last user turn is taken).
+    harmful: PromptSetConfig = field(default_factory=lambda: PromptSetConfig(max_prompts=200))
+    harmless: PromptSetConfig = field(default_factory=lambda: PromptSetConfig(max_prompts=200))
+    threshold: float = 2.0  # keep neurons whose probe weight's z-score within its layer exceeds this in |z|
+    max_neurons_per_layer: Optional[int] = None  # keep at most this many (largest |z|) per layer
+    # probe: the neurons above; random: as many per layer, drawn at random (a control, not a method).
+    selection: str = "probe"
+    clusters: int = 3  # k-means clusters per layer (k); fewer when a layer has fewer selected neurons
+    # Where each cluster's vector is added: down (the members' down_proj columns), gate / up (their rows).
+    weights: List[str] = field(default_factory=lambda: ["down"])
+    probe_c: float = 1.0  # inverse L2 strength of the logistic-regression probe (sklearn's C)
+    probe_batch_size: int = 16
+    probe_max_length: int = 256  # prompt tokens read by the probe
+    seed: int = 0  # k-means initialisation
+
+
 # --------------------------------------------------------------------------- the whole run
 
 
@@ -369,6 +394,7 @@ TUNING_SCHEMAS: Dict[str, type] = {
     "full": FullTuningConfig,
     "lora": LoraTuningConfig,
     "freeze": FreezeTuningConfig,
+    "nest": NestTuningConfig,
 }
 
 

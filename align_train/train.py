@@ -123,6 +123,7 @@ def run(cfg, callbacks=()) -> RunResult:
     if measure:
         before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)
 
+    tuning.prepare(model, tokenizer, run_dir)
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
     callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl"), *callbacks]

@@ -74,10 +74,25 @@ def load_for_eval(path: str, model_cfg):
         model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[model_cfg.dtype])
     else:
         model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": path, "init": "pretrained"}))
+        fold_nest_checkpoint(model, local)
     # A checkpoint carries its tokenizer; a directory without one uses the run's (a hub id carries its own).
     has_tokenizer = (local / "tokenizer_config.json").is_file() or not local.exists()
     source = path if has_tokenizer else (model_cfg.tokenizer or model_cfg.name_or_path)
     return model, load_tokenizer(OmegaConf.merge(model_cfg, {"tokenizer": source}))
+
+
+def fold_nest_checkpoint(model, directory: Path) -> None:
+    """A NeST run's mid-run checkpoint stores base weights and cluster vectors apart: load them folded."""
+    from safetensors.torch import load_file
+
+    from align_train.tuning.nest.parametrize import fold_state_dict, is_parametrised_state
+
+    files = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
+    state = {k: v for f in files for k, v in load_file(str(f)).items()}
+    if is_parametrised_state(state):
+        missing, unexpected = model.load_state_dict(fold_state_dict(state), strict=False)
+        if unexpected or [k for k in missing if k != "lm_head.weight"]:
+            raise RuntimeError(f"{directory}: NeST checkpoint does not fit the model ({missing}, {unexpected})")
 
 
 def run_targets(run_dir: Path, cfg) -> list[tuple[int, str, bool]]:

@@ -14,8 +14,19 @@ from align_train.data.sources import read_records
 from align_train.errors import ConfigError, DataError
 
 
+def prompt_text(value) -> str | None:
+    """A prompt from a string, or the last user turn of a list of chat messages; None if neither."""
+    if isinstance(value, list):
+        users = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = users[-1] if users else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def load_prompts(key: str, cfg, seed: int) -> list[str]:
-    """The prompts of a ``PromptSetConfig``: filtered by ``where``, then a seeded sample of ``max_prompts``."""
+    """The prompts of a ``PromptSetConfig``: filtered by ``where``, then a seeded sample of ``max_prompts``.
+
+    The column may hold plain prompts or chat messages (training data), whose last user turn is taken.
+    """
     if not cfg.path:
         raise ConfigError(f"{key}.path: the suite is enabled but names no prompt file or dataset")
     prompts = []
@@ -26,9 +37,9 @@ def load_prompts(key: str, cfg, seed: int) -> list[str]:
         if missing:
             raise DataError(f"{where}: {key}.where names column(s) {missing} that are absent; present: {sorted(row)}")
         if all(str(row[c]) == str(v) for c, v in cfg.where.items()):
-            text = row[cfg.column]
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{where}: '{cfg.column}' is empty or not a string")
+            text = prompt_text(row[cfg.column])
+            if text is None:
+                raise DataError(f"{where}: '{cfg.column}' is empty, or neither a string nor chat messages with a user turn")
             prompts.append(text)
     if not prompts:
         raise DataError(f"{key}: no prompts in '{cfg.path}' match {dict(cfg.where)}")

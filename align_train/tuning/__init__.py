@@ -5,11 +5,13 @@ from align_train.tuning.base import TuningStrategy
 from align_train.tuning.freeze import FreezeTuning
 from align_train.tuning.full import FullTuning
 from align_train.tuning.lora import LoraTuning
+from align_train.tuning.nest import NestTuning
 
 TUNING_STRATEGIES: dict[str, type[TuningStrategy]] = {
     "full": FullTuning,
     "lora": LoraTuning,
     "freeze": FreezeTuning,
+    "nest": NestTuning,
 }
 
 

@@ -3,8 +3,10 @@
 A strategy never looks at the objective, and an objective never looks at the strategy: the
 run wires them together. ``provides_reference`` tells the run whether the strategy keeps the
 untouched base inside the trained model (LoRA with adapters disabled), so that preference
-objectives need no separate reference copy. ``trainer_kwargs`` lets a strategy hand the
-trainer what it needs (LoRA hands TRL its peft config) without the objective knowing.
+objectives need no separate reference copy. ``prepare`` sees the loaded model, the tokenizer
+and the run directory before ``apply`` (NeST reads the model there to choose what trains).
+``trainer_kwargs`` lets a strategy hand the trainer what it needs (LoRA hands TRL its peft
+config) without the objective knowing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class TuningStrategy(ABC):
 
     def validate(self) -> None:
         """Config-only checks, run before any model is loaded."""
+
+    def prepare(self, model: nn.Module, tokenizer, run_dir) -> None:
+        """Work on the loaded, untouched model before ``apply`` (NeST probes it here, caching in ``run_dir``).
+
+        Called on every process after the reference copy and the starting scores are taken.
+        """
 
     @abstractmethod
     def apply(self, model: nn.Module) -> nn.Module:
