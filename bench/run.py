@@ -269,6 +269,88 @@ def part_scaling(work: Path, quick: bool) -> dict:
             "by_sequence_length": by_length, "by_batch_size": by_batch, "processes": processes}
 
 
+# Real architectures, shapes from their published configs (no weights): what NeST and LoRA would train.
+REAL_ARCHITECTURES = {
+    "Llama-3-8B": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                 tie_word_embeddings=False)),
+    "Qwen2.5-7B": ("qwen2", dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                 num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                                 tie_word_embeddings=False)),
+}
+# Each strategy at the learning rate that suits it (as in scripts/compare_tuning.py).
+TUNING_RATES = {"full": 3e-4, "lora": 3e-3, "nest": 1e-2}
+ARTIFACTS = {"full": "model.safetensors", "lora": "adapter_model.safetensors", "nest": "nest_adapter.safetensors"}
+
+
+def real_architecture_counts() -> dict:
+    """Trainable parameters of LoRA (peft on a meta-device model) and NeST (layers x clusters x hidden)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from align_train.config import LoraTuningConfig, NestTuningConfig
+
+    lora_defaults, nest_defaults = LoraTuningConfig(), NestTuningConfig()
+    counts = {}
+    for name, (model_type, shape) in REAL_ARCHITECTURES.items():
+        config = AutoConfig.for_model(model_type, **shape)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        total = sum(p.numel() for p in model.parameters())
+        lora = get_peft_model(model, LoraConfig(r=lora_defaults.r, lora_alpha=lora_defaults.alpha,
+                                                target_modules=list(lora_defaults.target_modules)))
+        lora_trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+        nest = shape["num_hidden_layers"] * nest_defaults.clusters * shape["hidden_size"] * len(nest_defaults.weights)
+        counts[name] = {"total": total, "lora": lora_trainable, "lora_rank": lora_defaults.r, "nest": nest,
+                        "nest_clusters_per_layer": nest_defaults.clusters, "lora_over_nest": lora_trainable / nest}
+    return counts
+
+
+def part_nest(work: Path, quick: bool) -> dict:
+    """NeST against LoRA and full fine-tuning on the tiny model, same data and steps, and real-model counts."""
+    rows = {}
+    for tuning, lr in TUNING_RATES.items():
+        out = work / f"nest-{tuning}"
+        overrides = ["recipe=tiny/nest", f"tuning={tuning}", f"train.learning_rate={lr}", "train.logging_steps=1"]
+        if quick:
+            overrides += ["train.max_steps=8", "eval.refusal.prompts.max_prompts=20",
+                          "eval.over_refusal.prompts.max_prompts=20"]
+        r = run_case({"kind": "align", "overrides": overrides, "out": str(out)})
+        scored = [e for e in r["evaluations"] if not e.get("skipped")]
+        first, last = scored[0], scored[-1]
+        rows[tuning] = {
+            "learning_rate": lr,
+            "trainable": r["trainable"],
+            "total": r["total"],
+            # AdamW keeps two fp32 moments per trainable parameter
+            "optimizer_state_bytes": 2 * 4 * r["trainable"],
+            "peak_above_baseline_mb": r["peak_above_baseline_mb"],
+            "step_s": median_step(r),
+            "artifact_bytes": (out / "final" / ARTIFACTS[tuning]).stat().st_size,
+            "steps": r["steps"],
+            "refusal_rate": [first.get("refusal_rate"), last.get("refusal_rate")],
+            "over_refusal_rate": [first.get("over_refusal_rate"), last.get("over_refusal_rate")],
+            "perplexity": [first.get("perplexity"), last.get("perplexity")],
+        }
+    real = real_architecture_counts()
+    table = ["| tuning | lr | trainable | optimizer state | peak RSS above libraries (MB) | step (s) | artifact | "
+             "refusal (harmful) | over-refusal (borderline) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in rows.items():
+        table.append(
+            f"| {name} | {row['learning_rate']:g} | {row['trainable']:,} | {row['optimizer_state_bytes'] / 1024:.1f} KiB | "
+            f"{row['peak_above_baseline_mb']:.0f} | {row['step_s']:.4f} | {row['artifact_bytes'] / 1024:.1f} KiB | "
+            f"{row['refusal_rate'][0]:.3f} -> {row['refusal_rate'][1]:.3f} | "
+            f"{row['over_refusal_rate'][0]:.3f} -> {row['over_refusal_rate'][1]:.3f} |")
+    table += ["", "| architecture | parameters | LoRA (r=%d, all linear) | NeST (%d clusters x layers x hidden) | LoRA / NeST |"
+              % (next(iter(real.values()))["lora_rank"], next(iter(real.values()))["nest_clusters_per_layer"]),
+              "| --- | --- | --- | --- | --- |"]
+    for name, c in real.items():
+        table.append(f"| {name} | {c['total']:,} | {c['lora']:,} | {c['nest']:,} | {c['lora_over_nest']:.0f}x |")
+    return {"setup": {"recipe": "tiny/nest (SFT on refusals + helpful answers, eval=tiny)", "quick": quick},
+            "tiny": rows, "real_architectures": real, "table_md": table}
+
+
 def part_gpu(work: Path, quick: bool) -> dict:
     import torch
 
@@ -277,7 +359,8 @@ def part_gpu(work: Path, quick: bool) -> dict:
     raise NotImplementedError("the GPU part runs only where a GPU is present")  # pragma: no cover
 
 
-PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "gpu": part_gpu}
+PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "nest": part_nest,
+         "gpu": part_gpu}
 
 
 def main(argv: list[str] | None = None) -> None:
