@@ -86,6 +86,22 @@ class SFTObjectiveConfig(ObjectiveConfig):
 
 
 @dataclass
+class MidtrainObjectiveConfig(ObjectiveConfig):
+    """Causal-LM loss on every token of documents (model-spec midtraining), through TRL's SFTTrainer.
+
+    A general text corpus to limit forgetting is a second ``data.train`` source; its ``weight``
+    sets the mix (see recipes/tiny/msm_pipeline.yaml), so the data layer does the mixing.
+    """
+
+    name: str = "midtrain"
+    packing: bool = True  # documents are concatenated into max_length blocks: no padding wasted
+    # TRL's packing strategy. "wrapped" (default): documents joined by EOS and cut into blocks, as in
+    # pre-training, with any attention implementation. "bfd" / "bfd_split": best-fit, padding-free; documents
+    # stay apart only under FlashAttention (elsewhere they attend across boundaries).
+    packing_strategy: str = "wrapped"
+
+
+@dataclass
 class DPOObjectiveConfig(ObjectiveConfig):
     """Direct preference optimisation and its variants through TRL's DPOTrainer."""
 
@@ -359,6 +375,7 @@ class AlignConfig:
 
 
 OBJECTIVE_SCHEMAS: Dict[str, type] = {
+    "midtrain": MidtrainObjectiveConfig,
     "sft": SFTObjectiveConfig,
     "dpo": DPOObjectiveConfig,
     "kto": KTOObjectiveConfig,
