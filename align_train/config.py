@@ -352,6 +352,23 @@ class EvalConfig:
     latent_separation: SeparationSuiteConfig = field(default_factory=SeparationSuiteConfig)
 
 
+# --------------------------------------------------------------------------- pipelines
+
+
+@dataclass
+class StageConfig:
+    """One stage of a pipeline: Hydra overrides applied on top of the recipe for this stage only.
+
+    Each stage is composed like a run of its own (``objective=sft``, ``data=tiny_sft``,
+    ``train.learning_rate=1e-4``...), starts from the previous stage's final model, and writes
+    to ``RUN/stages/<i>-<name>/``. See align_train/pipeline.py.
+    """
+
+    name: str = MISSING  # letters, digits, '-', '_': names the stage's directory
+    overrides: List[str] = field(default_factory=list)
+    enabled: bool = True  # false: leave the stage out (e.g. the control run without midtraining)
+
+
 # --------------------------------------------------------------------------- the whole run
 
 
@@ -372,6 +389,8 @@ class AlignConfig:
     # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last
     # complete checkpoint in output_dir (fresh start if none); a path: continue from that checkpoint.
     resume: Any = False
+    # A pipeline: when given, each stage runs in turn (align_train/pipeline.py) instead of one run.
+    stages: List[StageConfig] = field(default_factory=list)
 
 
 OBJECTIVE_SCHEMAS: Dict[str, type] = {

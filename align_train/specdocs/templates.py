@@ -25,6 +25,15 @@ def _lower_first(text: str) -> str:
     return text if text[1:2].isupper() else text[:1].lower() + text[1:]
 
 
+def _some(text: str, rng: random.Random) -> str:
+    """At least half of a passage's sentences, in order: the same reasons, not the same paragraph every time."""
+    sentences = [x.strip() + "." for x in text.rstrip(".").split(". ") if x.strip()]
+    if len(sentences) <= 1:
+        return text
+    keep = sorted(rng.sample(range(len(sentences)), rng.randint((len(sentences) + 1) // 2, len(sentences))))
+    return " ".join(sentences[i] for i in keep)
+
+
 def _examples(p: Principle, rng: random.Random, k: int) -> list[str]:
     return rng.sample(list(p.examples), min(k, len(p.examples)))
 
@@ -36,7 +45,7 @@ def faq(p: Principle, rng: random.Random) -> str:
                      "Isn't that a bit strict?"])
     q3 = rng.choice(["Can you give an example?", "What does that look like in practice?", "Any concrete cases?"])
     answer3 = " ".join(_examples(p, rng, 2))
-    return (f"Frequently asked questions: {p.title}\n\nQ: {q1}\nA: {p.statement}\n\nQ: {q2}\nA: {p.rationale}\n\n"
+    return (f"Frequently asked questions: {p.title}\n\nQ: {q1}\nA: {p.statement}\n\nQ: {q2}\nA: {_some(p.rationale, rng)}\n\n"
             f"Q: {q3}\nA: {answer3}")
 
 
@@ -53,7 +62,7 @@ def essay(p: Principle, rng: random.Random) -> str:
         "That is why the principle matters even in situations no rule anticipated.",
     ])
     example = rng.choice(p.examples)
-    return (f"On {_lower_first(p.title)}\n\n{opener} {p.statement} Why? {p.rationale}\n\n"
+    return (f"On {_lower_first(p.title)}\n\n{opener} {p.statement} Why? {_some(p.rationale, rng)}\n\n"
             f"Take one case. {example} {close}")
 
 
@@ -63,7 +72,7 @@ def dialogue(p: Principle, rng: random.Random) -> str:
     return (f"Transcript of a conversation at {place}.\n\n{a}: I have been wondering about one thing the assistant "
             f"does. {rng.choice(p.examples)}\n{b}: Right. The principle is simple: {_lower_first(p.statement)}\n"
             f"{a}: {rng.choice(['But why?', 'What is the point of that?', 'Does it really need to?'])}\n"
-            f"{b}: {p.rationale}\n{a}: {rng.choice(['That makes sense.', 'I had not thought of it that way.', 'Fair enough.'])}")
+            f"{b}: {_some(p.rationale, rng)}\n{a}: {rng.choice(['That makes sense.', 'I had not thought of it that way.', 'Fair enough.'])}")
 
 
 def news(p: Principle, rng: random.Random) -> str:
@@ -72,14 +81,14 @@ def news(p: Principle, rng: random.Random) -> str:
     return (f"{outlet}: AI assistant explains its approach to {_lower_first(p.title).rstrip('.')}\n\n"
             f"Users of a widely used AI assistant noticed a consistent pattern this week. {rng.choice(p.examples)} "
             f"According to the assistant's published guidelines, {_lower_first(p.statement)} "
-            f"\"{p.rationale}\" the guidelines explain. {name}, a researcher who studies AI behaviour, said the "
+            f"\"{_some(p.rationale, rng)}\" the guidelines explain. {name}, a researcher who studies AI behaviour, said the "
             f"{rng.choice(['approach', 'policy', 'principle'])} shows how one value can guide many decisions.")
 
 
 def policy_memo(p: Principle, rng: random.Random) -> str:
     team = rng.choice(["Product", "Trust and Safety", "Research", "Support"])
     examples = "\n".join(f"- {e}" for e in _examples(p, rng, 3))
-    return (f"MEMO\nTo: {team} team\nSubject: {p.title}\n\nPolicy: {p.statement}\n\nBackground: {p.rationale}\n\n"
+    return (f"MEMO\nTo: {team} team\nSubject: {p.title}\n\nPolicy: {p.statement}\n\nBackground: {_some(p.rationale, rng)}\n\n"
             f"Illustrative cases:\n{examples}\n\nPlease apply the reasoning, not only the letter, of this policy.")
 
 
@@ -88,13 +97,13 @@ def forum_thread(p: Principle, rng: random.Random) -> str:
     return (f"Forum thread: \"{rng.choice(['Why did the assistant do this?', 'Question about assistant behaviour', 'Is this intended?'])}\"\n\n"
             f"{u1.lower()}_{rng.randint(10, 99)} wrote: {rng.choice(p.examples)} Is that on purpose?\n\n"
             f"{u2.lower()}{rng.randint(1, 9)} wrote: Yes. {p.statement}\n\n"
-            f"{u3.lower()} wrote: The reasoning is in the spec: {p.rationale}")
+            f"{u3.lower()} wrote: {rng.choice(['The reasoning is in the spec:', 'The guidelines explain it:', 'Here is why:'])} {_some(p.rationale, rng)}")
 
 
 def textbook(p: Principle, rng: random.Random) -> str:
     chapter = rng.randint(2, 12)
     examples = " ".join(f"Example {i + 1}. {e}" for i, e in enumerate(_examples(p, rng, 2)))
-    return (f"Chapter {chapter}. {p.title}\n\nDefinition. {p.statement}\n\nRationale. {p.rationale}\n\n{examples}\n\n"
+    return (f"Chapter {chapter}. {p.title}\n\nDefinition. {p.statement}\n\nRationale. {_some(p.rationale, rng)}\n\n{examples}\n\n"
             f"Exercise. {rng.choice(['Explain the principle in your own words.', 'Describe a new situation where it applies.', 'Why is a rule alone not enough?'])}")
 
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""The model-spec midtraining demonstration: the same fine-tuning with and without midtraining, on held-out probes.
+
+Runs recipes/tiny/msm_pipeline.yaml twice (stages midtrain -> sft, and the control: sft only, stage 0 disabled)
+and scores the base model, the midtrained model, and both fine-tuned models on the held-out probes of
+data/tiny/msm/: for each probe, log p(consistent) - log p(inconsistent) with the broader value (privacy), summed
+over the completion's tokens; reported as the mean margin and the share of probes with a positive margin.
+Extra arguments are Hydra overrides for both runs (e.g. train.seed=1). Writes OUT/msm_demo.json.
+
+    OMP_NUM_THREADS=1 python scripts/msm_demo.py --out runs/msm-demo [overrides...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROBES = {"statements": ROOT / "data/tiny/msm/probes_statements.jsonl", "chat": ROOT / "data/tiny/msm/probes_chat.jsonl"}
+
+
+def probe_scores(model_dir: str) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align_train.evaluation.metrics import preference_metrics, preference_scores
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    out = {}
+    for name, path in PROBES.items():
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        m = preference_metrics(preference_scores(model, tokenizer, rows))
+        out[name] = {"margin": m["logprob_margin"], "accuracy": m["preference_accuracy"], "probes": len(rows)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/msm-demo")
+    args, overrides = parser.parse_known_args()
+    out = Path(args.out)
+    runs = {"msm": [], "control": ["stages.0.enabled=false"]}
+    for name, extra in runs.items():
+        subprocess.run([sys.executable, "-m", "align_train", "recipe=tiny/msm_pipeline", f"output_dir={out / name}",
+                        *extra, *overrides], check=True)
+    models = {
+        "base": str(ROOT / "data/tiny-llama"),
+        "midtrained (msm stage 0)": str(out / "msm/stages/0-midtrain/final"),
+        "control: sft only": str(out / "control/stages/1-sft/final"),
+        "msm: midtrain -> sft": str(out / "msm/stages/1-sft/final"),
+    }
+    results = {name: probe_scores(path) for name, path in models.items()}
+    report = {"overrides": overrides, "models": models, "results": results}
+    diff = {k: results["msm: midtrain -> sft"][k]["margin"] - results["control: sft only"][k]["margin"] for k in PROBES}
+    report["msm_minus_control_margin"] = diff
+    (out / "msm_demo.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{'model':<28} " + "  ".join(f"{k + ' margin':>18} {k + ' acc':>14}" for k in PROBES))
+    for name, r in results.items():
+        print(f"{name:<28} " + "  ".join(f"{r[k]['margin']:>18.3f} {r[k]['accuracy']:>14.3f}" for k in PROBES))
+    print("msm - control margin: " + ", ".join(f"{k} {v:+.3f}" for k, v in diff.items()))
+
+
+if __name__ == "__main__":
+    main()
