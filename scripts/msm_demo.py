@@ -40,10 +40,10 @@ def probe_scores(model_dir: str) -> dict:
     return out
 
 
-def one_seed(out: Path, seed: int, overrides: list[str]) -> dict:
+def one_seed(out: Path, seed: int, overrides: list[str], recipe: str) -> dict:
     runs = {"msm": [], "control": ["stages.0.enabled=false"]}
     for name, extra in runs.items():
-        subprocess.run([sys.executable, "-m", "align_train", "recipe=tiny/msm_pipeline", f"output_dir={out / name}",
+        subprocess.run([sys.executable, "-m", "align_train", f"recipe={recipe}", f"output_dir={out / name}",
                         f"train.seed={seed}", *extra, *overrides], check=True)
     models = {
         "base": str(ROOT / "data/tiny-llama"),
@@ -58,9 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/msm-demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--recipe", default="tiny/msm_pipeline", help="a pipeline recipe whose stage 0 is midtraining")
     args, overrides = parser.parse_known_args()
     out = Path(args.out)
-    per_seed = {seed: one_seed(out / f"seed-{seed}", seed, overrides) for seed in args.seeds}
+    per_seed = {seed: one_seed(out / f"seed-{seed}", seed, overrides, args.recipe) for seed in args.seeds}
     names = list(next(iter(per_seed.values())))
     print(f"\n{'model':<28} " + "  ".join(f"{k + ' margin':>18} {k + ' acc':>14}" for k in PROBES)
           + f"   (mean over seeds {args.seeds})")
@@ -75,7 +76,7 @@ def main() -> None:
              for k in PROBES}
     print("msm - control margin per seed: " + "; ".join(f"{k} " + ", ".join(f"{d:+.3f}" for d in v)
                                                        for k, v in diffs.items()))
-    report = {"overrides": overrides, "seeds": args.seeds, "results": per_seed, "msm_minus_control_margin": diffs}
+    report = {"recipe": args.recipe, "overrides": overrides, "seeds": args.seeds, "results": per_seed, "msm_minus_control_margin": diffs}
     (out / "msm_demo.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -88,3 +88,25 @@ def test_bad_stage_fails_before_anything_trains(tmp_path, change, message):
 def test_every_stage_of_the_shipped_pipeline_composes_and_validates(tmp_path):
     cfg, overrides = pipeline_config(tmp_path)
     assert [s.name for _, s, _ in compose_stages(cfg, ["recipe=tiny/msm_pipeline"])] == ["midtrain", "sft"]
+
+
+@pytest.mark.slow
+def test_pipeline_from_the_command_line_runs_the_hook_after_each_stage(tmp_path):
+    from tests.test_cli import align_train
+
+    run_dir = tmp_path / "run"
+    args = ["recipe=tiny/msm_pipeline", f"output_dir={run_dir}", "train.max_steps=1", "data.max_eval_rows=4",
+            "eval.perplexity.max_examples=4"]
+    out = align_train(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "align-train pipeline: 2 stage(s)" in out.stdout and "1-sft" in out.stdout
+    for stage in ("0-midtrain", "1-sft"):
+        # The hook scored the stage's starting and final model on the probes (conf/eval/msm.yaml).
+        steps = sorted(p.name for p in (run_dir / "stages" / stage / "eval").glob("step-*.json"))
+        assert steps == ["step-0.json", "step-1.json"], (stage, steps)
+        record = json.loads((run_dir / "stages" / stage / "eval" / "step-1.json").read_text())
+        assert record["suites"]["preference"]["details"]["pairs"] == 32
+    assert "name_or_path: " + str(run_dir / "stages" / "0-midtrain" / "final") in \
+        (run_dir / "stages" / "1-sft" / "config.yaml").read_text()
+    again = align_train(*args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("skipped") >= 2, again.stdout[-2000:]
