@@ -19,10 +19,10 @@ def test_midtrain_args_pack_and_train_every_token():
     args = objective.make_args({"output_dir": "unused", "use_cpu": True, "report_to": []}, data)
     assert args.packing and args.packing_strategy == "wrapped"
     assert not args.assistant_only_loss and not args.completion_only_loss
-    # The general corpus joins at its weight: 240 spec documents + 0.4 x 300 general ones (a third of the rows).
+    # The general corpus joins at its weight: 240 spec documents + 0.03 x 5600 pre-training rows.
     sources = data.report["sources"]
-    assert sources["spec_docs"]["train_rows"] == 240 and sources["general"]["train_rows"] == 120
-    assert data.report["train_rows"] == 360 and data.report["eval_rows"] == 6  # the paraphrases
+    assert sources["spec_docs"]["train_rows"] == 240 and sources["general"]["train_rows"] == 168
+    assert data.report["train_rows"] == 408 and data.report["eval_rows"] == 6  # the paraphrases
 
 
 def test_midtrain_refuses_chat_data():
