@@ -25,6 +25,7 @@ bench: setup
 # Rebuild the bundled tiny data sets and the embedded tiny model from scratch (a few minutes).
 tiny-model:
 	$(PYTHON) scripts/make_tiny_data.py
+	$(PYTHON) scripts/make_msm_data.py
 	$(PYTHON) scripts/build_tiny_model.py
 
 clean:

@@ -77,7 +77,12 @@ def _task(cfg) -> None:
 
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
-        run(cfg)
+        if cfg.stages:  # a pipeline: every stage is composed again from these overrides
+            from align_train.pipeline import run_pipeline
+
+            run_pipeline(cfg, list(HydraConfig.get().overrides.task))
+        else:
+            run(cfg)
     except AlignTrainError as err:
         print(f"align-train: error: {err}", file=sys.stderr)
         sys.exit(2)

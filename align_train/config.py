@@ -86,6 +86,22 @@ class SFTObjectiveConfig(ObjectiveConfig):
 
 
 @dataclass
+class MidtrainObjectiveConfig(ObjectiveConfig):
+    """Causal-LM loss on every token of documents (model-spec midtraining), through TRL's SFTTrainer.
+
+    A general text corpus to limit forgetting is a second ``data.train`` source; its ``weight``
+    sets the mix (see recipes/tiny/msm_pipeline.yaml), so the data layer does the mixing.
+    """
+
+    name: str = "midtrain"
+    packing: bool = True  # documents are concatenated into max_length blocks: no padding wasted
+    # TRL's packing strategy. "wrapped" (default): documents joined by EOS and cut into blocks, as in
+    # pre-training, with any attention implementation. "bfd" / "bfd_split": best-fit, padding-free; documents
+    # stay apart only under FlashAttention (elsewhere they attend across boundaries).
+    packing_strategy: str = "wrapped"
+
+
+@dataclass
 class DPOObjectiveConfig(ObjectiveConfig):
     """Direct preference optimisation and its variants through TRL's DPOTrainer."""
 
@@ -361,6 +377,23 @@ class NestTuningConfig(TuningConfig):
     seed: int = 0  # k-means initialisation
 
 
+# --------------------------------------------------------------------------- pipelines
+
+
+@dataclass
+class StageConfig:
+    """One stage of a pipeline: Hydra overrides applied on top of the recipe for this stage only.
+
+    Each stage is composed like a run of its own (``objective=sft``, ``data=tiny_sft``,
+    ``train.learning_rate=1e-4``...), starts from the previous stage's final model, and writes
+    to ``RUN/stages/<i>-<name>/``. See align_train/pipeline.py.
+    """
+
+    name: str = MISSING  # letters, digits, '-', '_': names the stage's directory
+    overrides: List[str] = field(default_factory=list)
+    enabled: bool = True  # false: leave the stage out (e.g. the control run without midtraining)
+
+
 # --------------------------------------------------------------------------- the whole run
 
 
@@ -381,9 +414,12 @@ class AlignConfig:
     # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last
     # complete checkpoint in output_dir (fresh start if none); a path: continue from that checkpoint.
     resume: Any = False
+    # A pipeline: when given, each stage runs in turn (align_train/pipeline.py) instead of one run.
+    stages: List[StageConfig] = field(default_factory=list)
 
 
 OBJECTIVE_SCHEMAS: Dict[str, type] = {
+    "midtrain": MidtrainObjectiveConfig,
     "sft": SFTObjectiveConfig,
     "dpo": DPOObjectiveConfig,
     "kto": KTOObjectiveConfig,

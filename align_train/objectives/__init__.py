@@ -5,9 +5,11 @@ from align_train.objectives.base import Objective
 from align_train.objectives.bco import BCOObjective
 from align_train.objectives.dpo import DPOObjective
 from align_train.objectives.kto import KTOObjective
+from align_train.objectives.midtrain import MidtrainObjective
 from align_train.objectives.sft import SFTObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
+    "midtrain": MidtrainObjective,
     "sft": SFTObjective,
     "dpo": DPOObjective,
     "kto": KTOObjective,
