@@ -43,9 +43,9 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict:
     return {"commit": commit or None, "dirty": dirty if commit else None}
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names=PACKAGES) -> dict[str, str | None]:
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

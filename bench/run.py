@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +38,9 @@ BENCH_MODEL = {"hidden_size": 384, "intermediate_size": 1024, "num_hidden_layers
 def environment() -> dict:
     import torch
 
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    from align_train.run_dir import package_versions
+
+    versions = package_versions(PACKAGES)
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -41,7 +41,8 @@ def _files_of(path: Path) -> list[Path]:
     return files
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, row) for every non-blank line: "FILE line N" and its JSON object; DataError names the line."""
     with path.open(encoding="utf-8-sig") as handle:  # -sig: tolerate a byte-order mark
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -69,7 +70,7 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[str, dict]]:
 def _read_file(path: Path) -> Iterator[tuple[str, dict]]:
     kind = FILE_TYPES[path.suffix]
     if kind == "jsonl":
-        return _read_jsonl(path)
+        return read_jsonl(path)
     if kind == "json":
         return _read_json(path)
     return _read_with_datasets(path, kind)

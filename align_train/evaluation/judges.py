@@ -383,19 +383,16 @@ def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:
                 if None in row:  # DictReader's key for cells beyond the header
                     raise ValueError(f"{path} {where}: more cells than the header has columns")
             return rows, list(reader.fieldnames or [])
+    from align_train.data.sources import read_jsonl
+    from align_train.errors import DataError
+
     rows, columns = [], {}
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((f"line {number}", row))
+    try:
+        for where, row in read_jsonl(path):
+            rows.append((where.removeprefix(f"{path} "), row))
             columns.update(dict.fromkeys(row))
+    except DataError as err:
+        raise ValueError(str(err)) from None
     return rows, list(columns)
 
 
