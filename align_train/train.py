@@ -18,10 +18,13 @@ from align_train.data import load_data
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
 from align_train.distributed import process_state
+from align_train.launch.checks import check_launch
 from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
+from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
-from align_train.run_dir import resolve_resume, write_json, write_run_files
+from align_train.preemption import PreemptionCallback, stop_after_preemption
+from align_train.run_dir import CheckpointMarker, last_checkpoint, resolve_resume, write_json, write_run_files
 from align_train.summary import RunResult, headline_metrics
 from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwargs, common_trainer_args
@@ -45,8 +48,12 @@ def log(message: str) -> None:
         print(f"[align-train] {message}", file=sys.stderr, flush=True)
 
 
-def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy]:
-    """Every check that needs nothing loaded; raises ConfigError naming the key."""
+def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, TuningStrategy]:
+    """Every check that needs nothing loaded; raises ConfigError naming the key.
+
+    ``launch`` describes the launcher (from an accelerate config, for align-launch); by default it is
+    read from the environment the launcher gave this process.
+    """
     objective = make_objective(cfg.objective)
     tuning = make_tuning(cfg.tuning)
     objective.validate(cfg)
@@ -57,6 +64,7 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
+    check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) cannot run
     return objective, tuning
 
 
@@ -98,10 +106,13 @@ def run(cfg) -> RunResult:
 
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
-    callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl")]
+    # The marker first: a checkpoint counts as complete before slower on_save work (the evaluation hook) starts.
+    preemption = PreemptionCallback()
+    callbacks = [CheckpointMarker(), preemption, JsonlMetricsCallback(run_dir / "metrics.jsonl")]
     trainer = objective.build_trainer(
         model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
     )
+    NonFiniteGuard(run_dir, skip=cfg.train.skip_nonfinite_steps).watch(trainer)
     if evaluator is not None:
         sharded = trainer.is_fsdp_enabled or (
             trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
@@ -113,6 +124,7 @@ def run(cfg) -> RunResult:
     if resume_from:
         log(f"resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)
+    stop_after_preemption(preemption, last_checkpoint(run_dir), state.is_main_process)
     if data.eval is not None:
         trainer.evaluate()
 
