@@ -61,6 +61,10 @@ class PreemptionCallback(TrainerCallback):
             self.stopped_at = state.global_step
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Give the signals back to their previous handlers (also when training ended with an error)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

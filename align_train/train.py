@@ -123,7 +123,10 @@ def run(cfg) -> RunResult:
     log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
     if resume_from:
         log(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        preemption.restore()
     stop_after_preemption(preemption, last_checkpoint(run_dir), state.is_main_process)
     if data.eval is not None:
         trainer.evaluate()

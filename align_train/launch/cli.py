@@ -10,6 +10,7 @@ the chosen launcher cannot run, fails here rather than in the queue.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def slurm(arguments: list[str], dry_run: bool, script_path: str | None) -> int:
     from align_train.launch.checks import resolve_config_path
 
     job.accelerate_config = str(resolve_config_path(job.accelerate_config).resolve())
-    cfg = check_run(job, overrides)
+    with contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix into a printed script
+        cfg = check_run(job, overrides)
     script = render(job, overrides, cfg.run_name)
     if dry_run:
         print(script, end="")
