@@ -31,7 +31,7 @@ from tests.conftest import compose_config, run_recipe
 
 STEPS = 6
 # One run, many launchers: the same global batch of 16 and the same steps everywhere.
-RUN = ["recipe=tiny/dpo", f"train.max_steps={STEPS}", "train.global_batch_size=16", "train.per_device_batch_size=4",
+RUN = ["recipe=tiny/dpo", f"train.max_steps={STEPS}", "train.learning_rate=1e-3", "train.global_batch_size=16", "train.per_device_batch_size=4",
        "train.save_steps=0", "train.logging_steps=1", "summary.enabled=false", "data.max_eval_rows=16"]
 PROBE = str(PROJECT_ROOT / "tests" / "launch_probe.py")
 ACCELERATE_CONFIGS = sorted((PROJECT_ROOT / "launch" / "accelerate").glob("*.yaml"))
@@ -48,7 +48,12 @@ def run(command: list[str], cwd: Path, timeout: int = 400, **extra) -> subproces
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "final" / "model.safetensors"))
+    weights = load_file(str(run_dir / "final" / "model.safetensors"))
+    # The tiny model ties its output layer to the embeddings; DeepSpeed saves the tied tensor under lm_head.
+    if "lm_head.weight" in weights:
+        weights.setdefault("model.embed_tokens.weight", weights["lm_head.weight"])
+        del weights["lm_head.weight"]
+    return weights
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -113,9 +118,11 @@ def test_ranks_train_on_different_shards_of_the_same_global_batch(ddp_run, singl
 def test_data_parallel_matches_one_process_with_the_same_global_batch(ddp_run, single_run):
     run_dir, _, _ = ddp_run
     ddp, single = final_weights(run_dir), final_weights(single_run[0])
-    assert max_difference(ddp, single) < 1e-5
     base = load_file(str(PROJECT_ROOT / "data" / "tiny-llama" / "model.safetensors"))
-    assert max_difference(ddp, base) > 1e-3, "training moved the weights"
+    moved, difference = max_difference(ddp, base), max_difference(ddp, single)
+    print(f"\n[DDP vs one process] max |weight difference| = {difference:.3g} (training moved weights by {moved:.3g})")
+    assert moved > 1e-3, "training moved the weights"
+    assert difference < 1e-5
     # Identical weights on both ranks: each rank saves its RNG state, rank 0 the model; the model of rank 1
     # is checked through DDP's own guarantee plus the equality with the one-process run above.
     assert (run_dir / "final" / "model.safetensors").is_file()
@@ -154,7 +161,7 @@ def test_deepspeed_on_cpu_ends_close_to_data_parallel(tmp_path, deepspeed_ops, d
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-6"]
     difference = max_difference(final_weights(tmp_path), final_weights(ddp_run[0]))
     print(f"\n[ZeRO-{stage} vs DDP] max |weight difference| = {difference:.3g}")
-    assert difference < 1e-4
+    assert difference < 1e-5  # training moves them by about 3e-3 (see the data-parallel test)
 
 
 # --------------------------------------------------------------------------- shipped configs
@@ -205,9 +212,8 @@ def test_accelerate_config_loads(path):
         assert plugin.fsdp_version == 2 and launch.sharded
     else:
         assert config.distributed_type in ("NO", "MULTI_GPU") and launch.kind in ("plain", "ddp")
-    # A shipped config accepts the default tiny recipe at its process count (batch 16 over 1 or 2 processes).
-    check_launch(compose_config("train.global_batch_size=16", "train.per_device_batch_size=8"),
-                 1, launch)
+    # A shipped config accepts the default tiny recipe (on GPUs: FSDP does not run on a CPU).
+    check_launch(compose_config("train.per_device_batch_size=8", "train.use_cpu=false"), 1, launch)
 
 
 # --------------------------------------------------------------------------- combinations refused at start
@@ -227,6 +233,7 @@ def deepspeed_launch(**config) -> Launch:
     ([], deepspeed_launch(gradient_accumulation_steps=4), "gradient_accumulation_steps=4.*train.global_batch_size"),
     ([], deepspeed_launch(bf16={"enabled": True}), "bf16.enabled=True.*train.precision"),
     ([], Launch("ddp", mixed_precision="bf16"), "mixed_precision=bf16 but train.precision=fp32"),
+    (["train.use_cpu=true"], Launch("fsdp"), "FSDP needs GPUs"),
 ])
 def test_combinations_that_cannot_work_fail_with_the_key_named(overrides, launch, message):
     with pytest.raises(ConfigError, match=message):

@@ -21,6 +21,13 @@ from align_train.errors import ConfigError
 from align_train.paths import PROJECT_ROOT
 
 TRUE = ("1", "true", "yes")
+ENV_SOURCE = "the launcher's environment"
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -31,7 +38,7 @@ class Launch:
     deepspeed_config_file: str | None = None
     deepspeed: dict = field(default_factory=dict)  # the parsed DeepSpeed JSON
     mixed_precision: str | None = None  # accelerate's mixed_precision, when the launcher set one
-    source: str = "the launcher's environment"
+    source: str = ENV_SOURCE
 
     @property
     def zero_stage(self) -> int | None:
@@ -133,6 +140,12 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
             f"tuning.save_merged=true cannot work under {launch.kind} with sharded parameters (ZeRO-3 / FSDP): the "
             "merge needs the whole model on one process. Train without it, then merge final/ on one machine with "
             "peft (AutoPeftModelForCausalLM.from_pretrained(...).merge_and_unload())"
+        )
+    if launch.kind == "fsdp" and (train.use_cpu or (launch.source == ENV_SOURCE and not _has_gpu())):
+        raise ConfigError(
+            "FSDP needs GPUs: accelerate does not shard on a CPU, and the processes would train unsharded and "
+            f"unsynchronised without a word (train.use_cpu={train.use_cpu}). For CPU runs use "
+            "launch/accelerate/cpu_multiprocess.yaml (data parallel) or a DeepSpeed config"
         )
     if launch.kind != "deepspeed":
         return launch
