@@ -426,3 +426,12 @@ def test_submitit_sweep_launcher_composes(tmp_path):
     launcher = OmegaConf.create(out.stdout).hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.signal_delay_s == 300 and launcher.max_num_timeout == 5
+
+
+def test_the_zero3_recipe_validates_under_its_launch_config_on_eight_gpus():
+    from align_train.train import validate_config
+
+    launch = launch_from_accelerate_config("launch/accelerate/deepspeed_zero3.yaml")
+    validate_config(compose_config("recipe=llama3.1/dpo-full-8b-zero3"), 8, launch=launch)
+    with pytest.raises(ConfigError, match="not divisible"):
+        validate_config(compose_config("recipe=llama3.1/dpo-full-8b-zero3"), 24, launch=launch)

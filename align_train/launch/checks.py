@@ -129,11 +129,13 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
 
     launch = launch or launch_from_env()
     train = cfg.train
-    precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(launch.mixed_precision or "no")
-    if launch.kind != "deepspeed" and precision is not None and precision != train.precision:
+    # accelerate passes 'no' when its config says nothing; the trainer's own setting then decides. A bf16 / fp16
+    # there that train.precision does not ask for would be overridden by the trainer without a word.
+    if launch.mixed_precision in ("bf16", "fp16") and launch.mixed_precision != train.precision:
         raise ConfigError(
             f"{launch.source} sets mixed_precision={launch.mixed_precision} but train.precision={train.precision}; "
-            f"precision is set in one place: set train.precision={precision} (and mixed_precision: 'no' in the config)"
+            f"precision is set in one place: set train.precision={launch.mixed_precision} (and mixed_precision: "
+            "'no' in the accelerate config)"
         )
     if launch.sharded and getattr(cfg.tuning, "save_merged", False):
         raise ConfigError(
