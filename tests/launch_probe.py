@@ -1,7 +1,8 @@
 """``python -m align_train`` with two test probes, for tests that launch real processes.
 
 ALIGN_TRAIN_PROBE_DIR: each process appends, per micro-batch, a hash of every example it trains on
-  to ``rank<N>.jsonl`` (padding removed), so a test can see which shard each rank got.
+  to ``rank<N>.jsonl`` (padding removed), so a test can see which shard each rank got; after
+  training it writes a hash of its own copy of the weights to ``rank<N>.weights``.
 ALIGN_TRAIN_PROBE_KILL_AT=N: at the checkpoint of step N, the process writes half of
   trainer_state.json and then SIGKILLs itself, as a node failure in the middle of a save would.
 """
@@ -43,6 +44,18 @@ if PROBE_DIR:
         return inner_step(self, model, inputs, *args, **kwargs)
 
     DPOTrainer.training_step = training_step
+    inner_train = DPOTrainer.train
+
+    def train(self, *args, **kwargs):
+        result = inner_train(self, *args, **kwargs)
+        digest = hashlib.sha1()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        rank = int(os.environ.get("RANK", "0"))
+        (Path(PROBE_DIR) / f"rank{rank}.weights").write_text(digest.hexdigest())
+        return result
+
+    DPOTrainer.train = train
 
 if KILL_AT:
     inner_save = TrainerState.save_to_json
