@@ -199,6 +199,7 @@ def test_accelerate_config_loads(path):
     launch = launch_from_accelerate_config(str(path.relative_to(PROJECT_ROOT)))
     assert config.mixed_precision in ("no", None), "train.precision is the one place precision is set"
     if config.distributed_type == "DEEPSPEED":
+        assert config.deepspeed_config["deepspeed_multinode_launcher"] == "standard", "srun starts one per node"
         ds_file = PROJECT_ROOT / config.deepspeed_config["deepspeed_config_file"]
         assert ds_file.is_file() and launch.kind == "deepspeed" and launch.zero_stage in (2, 3)
     elif config.distributed_type == "FSDP":
@@ -293,13 +294,20 @@ def test_align_launch_checks_the_run_for_the_job_before_submitting(tmp_path):
 
 
 STAND_INS = {
-    # srun: one node; the task runs as node 0 in its own session (the "job step"), whose pid is recorded.
+    # srun: the command once per node (--nodes=N), all on this machine, each in its own session (a "job step"),
+    # with SLURM_NODEID / SLURM_PROCID set as SLURM sets them; the task pids are recorded.
     "srun": """#!/bin/bash
-while [[ "$1" == --* ]]; do shift; done
-export SLURM_NODEID=0 SLURM_PROCID=0 SLURM_LOCALID=0
-setsid "$@" &
-echo $! > "$FAKE_SLURM/step.pid"
-wait $!
+nodes=1
+while [[ "$1" == --* ]]; do case "$1" in --nodes=*) nodes="${1#--nodes=}";; esac; shift; done
+pids=()
+for ((i = 0; i < nodes; i++)); do
+  SLURM_NODEID=$i SLURM_PROCID=$i SLURM_LOCALID=0 setsid "$@" &
+  pids+=($!)
+  echo $! >> "$FAKE_SLURM/step.pids"
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
 """,
     "scontrol": """#!/bin/bash
 echo "$@" >> "$FAKE_SLURM/scontrol.log"
@@ -321,7 +329,8 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_ends_like_an_uninterrupt
         (fake / "bin" / name).chmod(0o755)
     job_env = {"PATH": f"{fake / 'bin'}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM": str(fake),
                "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "localhost"}
-    out = align_launch("slurm", *RUN, "nodes=1", "gpus_per_node=2", "main_port=29533",
+    # Two "nodes" of one process each: the machine rank and main address wiring of a multi-node job.
+    out = align_launch("slurm", *RUN, "nodes=2", "gpus_per_node=1", "main_port=29533",
                        "accelerate_config=launch/accelerate/cpu_multiprocess.yaml", cwd=tmp_path, **job_env)
     assert out.returncode == 0 and "Submitted batch job 4242" in out.stdout, out.stderr[-3000:]
     script = fake / "submitted.sbatch"
@@ -335,13 +344,15 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_ends_like_an_uninterrupt
         assert time.time() < deadline, "the job never started training"
         time.sleep(0.2)
     # What SLURM does at --signal=USR1@...: signal every process of the job step.
-    step = psutil.Process(int((fake / "step.pid").read_text()))
-    for process in [step, *step.children(recursive=True)]:
+    tasks = [psutil.Process(int(pid)) for pid in (fake / "step.pids").read_text().split()]
+    assert len(tasks) == 2, "one launcher task per node"
+    for process in [p for task in tasks for p in (task, *task.children(recursive=True))]:
         process.send_signal(signal.SIGUSR1)
     log, _ = job.communicate(timeout=300)
     assert job.returncode != 0, "a preempted job does not report success"
     assert "saving a checkpoint at the next step boundary" in log and "requeued" in log, log[-3000:]
     assert "requeue 4242" in (fake / "scontrol.log").read_text()
+    assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
     (stopped,) = checkpoints(run_dir)
     stopped_step = int(stopped.name.split("-")[1])
     assert 2 <= stopped_step < STEPS and not (run_dir / "final").exists()
