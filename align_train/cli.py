@@ -80,7 +80,7 @@ def _task(cfg) -> None:
         run(cfg)
     except AlignTrainError as err:
         # A preempted run is not an error of the user's: it says so and exits "try again later" (75).
-        label = "stopped" if getattr(err, "exit_code", None) else "error"
+        label = "preempted" if getattr(err, "exit_code", None) else "error"
         print(f"align-train: {label}: {err}", file=sys.stderr)
         sys.exit(getattr(err, "exit_code", 2))
 

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -81,7 +82,7 @@ class PreemptionCallback(TrainerCallback):
         return bool(flag.item() > 0)
 
 
-def stop_after_preemption(callback: PreemptionCallback, checkpoint: str | None, is_main_process: bool) -> None:
+def stop_after_preemption(callback: PreemptionCallback, run_dir: Path, is_main_process: bool) -> None:
     """Raise ``Preempted`` if the callback stopped the run; under SLURM, requeue the job first."""
     if callback.stopped_at is None:
         return
@@ -91,7 +92,8 @@ def stop_after_preemption(callback: PreemptionCallback, checkpoint: str | None, 
         from align_train.launch.slurm import requeue
 
         requeued = f"; {requeue(job_id)}"
+    checkpoint = Path(run_dir) / f"checkpoint-{callback.stopped_at}"
     raise Preempted(
-        f"stopped on a signal after step {callback.stopped_at}; checkpoint {checkpoint} was written{requeued}. "
+        f"a signal arrived; saved {checkpoint} after step {callback.stopped_at} and stopped{requeued}. "
         "Run again with resume=true to continue from it."
     )

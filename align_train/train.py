@@ -24,7 +24,7 @@ from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
 from align_train.preemption import PreemptionCallback, stop_after_preemption
-from align_train.run_dir import CheckpointMarker, last_checkpoint, resolve_resume, write_json, write_run_files
+from align_train.run_dir import CheckpointMarker, resolve_resume, write_json, write_run_files
 from align_train.summary import RunResult, headline_metrics
 from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwargs, common_trainer_args
@@ -127,7 +127,7 @@ def run(cfg) -> RunResult:
         trainer.train(resume_from_checkpoint=resume_from)
     finally:
         preemption.restore()
-    stop_after_preemption(preemption, last_checkpoint(run_dir), state.is_main_process)
+    stop_after_preemption(preemption, run_dir, state.is_main_process)
     if data.eval is not None:
         trainer.evaluate()
 

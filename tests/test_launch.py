@@ -356,6 +356,7 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_ends_like_an_uninterrupt
     (stopped,) = checkpoints(run_dir)
     stopped_step = int(stopped.name.split("-")[1])
     assert 2 <= stopped_step < STEPS and not (run_dir / "final").exists()
+    assert f"align-train: preempted: a signal arrived; saved {stopped} after step {stopped_step}" in log
 
     # SLURM runs the requeued job's script again, with the same job id.
     rerun = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env(**job_env), capture_output=True, text=True,
