@@ -449,3 +449,30 @@ def test_the_zero3_recipe_validates_under_its_launch_config_on_eight_gpus():
     validate_config(compose_config("recipe=llama3.1/dpo-full-8b-zero3"), 8, launch=launch)
     with pytest.raises(ConfigError, match="not divisible"):
         validate_config(compose_config("recipe=llama3.1/dpo-full-8b-zero3"), 24, launch=launch)
+
+
+def test_sigterm_outside_slurm_checkpoints_stops_with_code_75_and_resumes(tmp_path, monkeypatch):
+    from align_train.preemption import PREEMPTED_EXIT_CODE, Preempted
+    from align_train.tracking import JsonlMetricsCallback
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    inner = JsonlMetricsCallback.on_log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        inner(self, args, state, control, logs=logs, **kwargs)
+        if state.global_step == 2 and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler ending the job would
+
+    monkeypatch.setattr(JsonlMetricsCallback, "on_log", on_log)
+    steps = ["recipe=tiny/dpo", "train.max_steps=4", "summary.enabled=false", "data.max_eval_rows=16",
+             "train.logging_steps=1"]
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match=r"saved .*checkpoint-3 after step 3 and stopped\. Run again with resume=true"
+                       ) as stopped:
+        run_recipe(tmp_path, *steps)
+    assert stopped.value.exit_code == PREEMPTED_EXIT_CODE
+    assert signal.getsignal(signal.SIGTERM) is previous, "the handler is given back"
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3"] and not (tmp_path / "final").exists()
+    result = run_recipe(tmp_path, *steps, "resume=true")
+    assert result.resumed_from == str(tmp_path / "checkpoint-3") and result.steps == 4
