@@ -84,8 +84,10 @@ def _task(cfg) -> None:
         else:
             run(cfg)
     except AlignTrainError as err:
-        print(f"align-train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        # A preempted run is not an error of the user's: it says so and exits "try again later" (75).
+        label = "preempted" if getattr(err, "exit_code", None) else "error"
+        print(f"align-train: {label}: {err}", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))
 
 
 def main() -> None:

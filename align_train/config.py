@@ -236,6 +236,9 @@ class TrainConfig:
     eval_steps: int = 0  # 0: evaluate on the held-out split only at the end
     use_cpu: bool = False  # force CPU even where an accelerator exists (multi-process CPU runs need it)
     dataloader_num_workers: int = 0
+    # A NaN / inf loss stops the run (naming the step and the last good checkpoint); true drops such steps
+    # (their gradients are discarded, no parameter moves) and goes on. Not under DeepSpeed.
+    skip_nonfinite_steps: bool = False
     # Extra keyword arguments for the TRL config (checked against its fields before anything loads).
     trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
 

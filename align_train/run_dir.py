@@ -4,7 +4,7 @@
     run_info.json    git commit, package versions, command line, processes
     data_report.json sources, row counts, skipped rows
     metrics.jsonl    one line per logging step (see tracking.py)
-    checkpoint-N/    trainer checkpoints (resume picks the last complete one)
+    checkpoint-N/    trainer checkpoints (resume picks the last complete one: the one with its marker)
     final/           the trained model (or adapter) and tokenizer
     summary.json     headline metrics before and after training
 """
@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from transformers import TrainerCallback
 
 from align_train.errors import ConfigError
 from align_train.paths import PROJECT_ROOT
@@ -53,10 +54,28 @@ def package_versions(names=PACKAGES) -> dict[str, str | None]:
     return versions
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint resume may use: the trainer state is written last, after weights and optimizer."""
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*/adapter_model.safetensors"))
-    return (path / "trainer_state.json").is_file() and has_weights
+# Written last into a checkpoint, after every process has finished writing its part of it.
+COMPLETE_MARKER = "checkpoint_complete.json"
+
+
+def has_weights(path: Path) -> bool:
+    """Model weights (full or adapter) or a DeepSpeed engine checkpoint (global_stepN/)."""
+    return (any(path.glob("*.safetensors")) or any(path.glob("*/adapter_model.safetensors"))
+            or any(p.is_dir() for p in path.glob("global_step*")))
+
+
+def is_complete_checkpoint(path: Path, marked: bool = True) -> bool:
+    """A checkpoint resume may use.
+
+    The trainer writes checkpoint-N in place, file by file and process by process, so no single
+    file of its own proves the checkpoint whole (trainer_state.json can be written by the main
+    process while another still writes its shards, or be cut short by a kill). The marker,
+    written after a barrier once the trainer's save returned, does. ``marked=False`` accepts a
+    checkpoint from elsewhere (another trainer, an older align-train) named explicitly.
+    """
+    if marked and not (path / COMPLETE_MARKER).is_file():
+        return False
+    return (path / "trainer_state.json").is_file() and has_weights(path)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -78,9 +97,33 @@ def resolve_resume(resume, run_dir: Path) -> str | None:
     if resume in (True, "true", "True", "auto"):
         return str(existing[-1]) if existing else None
     path = Path(str(resume))
-    if not is_complete_checkpoint(path):
+    if not is_complete_checkpoint(path, marked=False):
         raise ConfigError(f"resume: '{resume}' is not a complete checkpoint directory (needs trainer_state.json and weights)")
     return str(path)
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The newest complete checkpoint, for messages ("the last good checkpoint is ...")."""
+    existing = checkpoints(Path(run_dir))
+    return str(existing[-1]) if existing else None
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks each checkpoint complete once every process has written its part.
+
+    ``on_save`` runs on every process after the trainer's save (weights, optimizer and
+    DeepSpeed shards, RNG states, trainer state) returned there; after a barrier the main
+    process writes the marker atomically. A kill at any earlier moment leaves a checkpoint
+    without a marker, which resume skips.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_json(path / COMPLETE_MARKER, {"step": state.global_step, "epoch": state.epoch})
 
 
 def write_run_files(cfg, run_dir: Path, world_size: int) -> None:

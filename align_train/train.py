@@ -19,10 +19,13 @@ from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config
 from align_train.evaluation.hook import EvaluationCallback
 from align_train.errors import DataError
 from align_train.distributed import process_state
+from align_train.launch.checks import check_launch
 from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
+from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
-from align_train.run_dir import resolve_resume, write_json, write_run_files
+from align_train.preemption import PreemptionCallback, stop_after_preemption
+from align_train.run_dir import CheckpointMarker, resolve_resume, write_json, write_run_files
 from align_train.summary import RunResult, headline_metrics
 from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwargs, common_trainer_args
@@ -46,8 +49,12 @@ def log(message: str) -> None:
         print(f"[align-train] {message}", file=sys.stderr, flush=True)
 
 
-def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy]:
-    """Every check that needs nothing loaded; raises ConfigError naming the key."""
+def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, TuningStrategy]:
+    """Every check that needs nothing loaded; raises ConfigError naming the key.
+
+    ``launch`` describes the launcher (from an accelerate config, for align-launch); by default it is
+    read from the environment the launcher gave this process.
+    """
     objective = make_objective(cfg.objective)
     tuning = make_tuning(cfg.tuning)
     objective.validate(cfg)
@@ -58,6 +65,7 @@ def validate_config(cfg, world_size: int = 1) -> tuple[Objective, TuningStrategy
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
+    check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) cannot run
     return objective, tuning
 
 
@@ -126,10 +134,13 @@ def run(cfg, callbacks=()) -> RunResult:
     tuning.prepare(model, tokenizer, run_dir)
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
-    callbacks = [JsonlMetricsCallback(run_dir / "metrics.jsonl"), *callbacks]
+    # The marker first: a checkpoint counts as complete before slower on_save work (the evaluation hook) starts.
+    preemption = PreemptionCallback()
+    callbacks = [CheckpointMarker(), preemption, JsonlMetricsCallback(run_dir / "metrics.jsonl"), *callbacks]
     trainer = objective.build_trainer(
         model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
     )
+    NonFiniteGuard(run_dir, skip=cfg.train.skip_nonfinite_steps).watch(trainer)
     dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
     if dropped and state.is_main_process:
         write_json(run_dir / "data_report.json", {**data.report, "dropped_by_trainer": dropped})
@@ -143,7 +154,11 @@ def run(cfg, callbacks=()) -> RunResult:
     log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
     if resume_from:
         log(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        preemption.restore()
+    stop_after_preemption(preemption, run_dir, state.is_main_process)
     if data.eval is not None:
         trainer.evaluate()
 

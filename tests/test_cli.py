@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import FAST
 
@@ -69,20 +68,4 @@ def test_bad_data_path_names_the_key_and_the_path(tmp_path):
     assert "data.train.tiny_preference.path" in out.stderr and "missing.jsonl" in out.stderr
 
 
-def test_two_processes_share_one_run_directory(tmp_path):
-    """torchrun with 2 CPU processes: one timestamped run directory, world size 2, accumulation derived from it."""
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "align_train",
-         "recipe=tiny/dpo", "train.global_batch_size=16", "train.per_device_batch_size=4", *FAST],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "tiny-dpo").iterdir()
-    import json
-
-    assert json.loads((run / "run_info.json").read_text())["world_size"] == 2
-    assert out.stderr.count("[align-train] data:") == 1, "only the main process logs"
-    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    # 540 rows / (4 per device x 2 processes) = 68 micro-batches, accumulation 16 / 8 = 2: 34 steps an epoch.
-    # (Had the world size been taken as 1, accumulation would be 4 and an epoch 17 steps.)
-    assert first["step"] == 1 and first["epoch"] == pytest.approx(1 / 34, rel=1e-3)
+# Multi-process launches (torchrun, accelerate, DeepSpeed, SLURM) are tested in test_launch.py.

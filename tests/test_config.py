@@ -166,6 +166,7 @@ def test_trl_cpu_unfriendly_defaults_are_overridden():
 
 
 def test_no_machine_paths_in_shipped_files():
-    for path in [*CONF_DIR.rglob("*.yaml"), *RECIPES_DIR.rglob("*.yaml"), PROJECT_ROOT / "README.md"]:
+    launch = [p for p in (PROJECT_ROOT / "launch").rglob("*") if p.is_file()]
+    for path in [*CONF_DIR.rglob("*.yaml"), *RECIPES_DIR.rglob("*.yaml"), *launch, PROJECT_ROOT / "README.md"]:
         if path.exists():
             assert "/work/" not in path.read_text() and "/root/" not in path.read_text(), path
