@@ -93,8 +93,18 @@ def write_report(results: Path) -> Path:
         lines += nest.get("table_md", [])
         lines.append("")
     gpu = _load(results, "gpu")
-    if gpu:
-        lines += ["## GPU", "", gpu.get("skipped") or json.dumps(gpu.get("rows", []), indent=1), ""]
+    if gpu and gpu.get("skipped"):
+        lines += ["## GPU", "", gpu["skipped"], ""]
+    elif gpu:
+        lines += ["## GPU", "", f"{gpu['device']}; {gpu['model_parameters']:,} parameters, bf16, "
+                  f"length {gpu['sequence_length']}, batch {gpu['global_batch']}", "",
+                  "| objective | Liger | step (s) | tokens/s | MFU | peak GPU memory (MB) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for row in gpu["rows"]:
+            mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
+            lines.append(f"| {row['objective']} | {row['liger']} | {row['step_s']:.3f} | {row['tokens_per_s']:.0f} | "
+                         f"{mfu} | {row['gpu_peak_mb']:.0f} |")
+        lines.append("")
     path = results / "results.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"[bench] {path}", file=sys.stderr)
