@@ -248,6 +248,13 @@ def test_resume_reads_the_cached_selection_and_ends_with_the_same_weights(straig
                        load_file(str(tmp_path / "final" / ADAPTER_FILE))["model.layers.0.mlp.delta.down"])
 
 
+def test_resume_with_other_selection_settings_is_a_clear_error(tmp_path):
+    run_recipe(tmp_path, *SHORT)
+    shutil.rmtree(tmp_path / "final")
+    with pytest.raises(ConfigError, match=r"tuning\.threshold: changed since .*checkpoints"):
+        run_recipe(tmp_path, *SHORT, "resume=true", "tuning.threshold=2.5")
+
+
 def test_two_processes_train_the_same_vectors_as_one(tmp_path):
     """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4: the same result as one process with 8."""
     common = ["recipe=tiny/nest", "eval=none", "summary.enabled=false", "train.max_steps=3", "train.save_steps=0",

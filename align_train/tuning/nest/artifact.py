@@ -55,6 +55,14 @@ def save_selection(path: Path, selection: list[LayerSelection], settings: dict) 
     tmp.replace(path)
 
 
+def cached_settings(path: Path) -> dict | None:
+    """The settings a cached selection was made with (None when there is no cache)."""
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get("settings", "null"))
+
+
 def load_selection(path: Path, settings: dict) -> list[LayerSelection] | None:
     """The cached selection, or None when there is none or it was made with other settings."""
     if not path.is_file():

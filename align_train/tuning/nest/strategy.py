@@ -16,7 +16,15 @@ from torch import nn
 from align_train.distributed import process_state
 from align_train.errors import ConfigError
 from align_train.tuning.base import TuningStrategy
-from align_train.tuning.nest.artifact import ADAPTER_FILE, SELECTION_FILE, load_selection, save_adapter, save_selection
+from align_train.run_dir import checkpoints
+from align_train.tuning.nest.artifact import (
+    ADAPTER_FILE,
+    SELECTION_FILE,
+    cached_settings,
+    load_selection,
+    save_adapter,
+    save_selection,
+)
 from align_train.tuning.nest.parametrize import KINDS, add_deltas, deltas_of, fold
 from align_train.evaluation.generation import load_prompts
 from align_train.tuning.nest.probe import mlp_blocks, pooled_activations
@@ -94,6 +102,15 @@ class NestTuning(TuningStrategy):
                                   f"which {type(model).__name__} lacks")
         path = Path(run_dir) / SELECTION_FILE
         settings = self.settings(model)
+        before = cached_settings(path)
+        if before is not None and before != settings and checkpoints(Path(run_dir)):
+            # The run's checkpoints hold vectors for the cached neurons: another selection cannot resume them.
+            changed = sorted(k for k in settings if before.get(k) != settings[k])
+            keys = ", ".join("model.name_or_path" if k == "model" else f"tuning.{k}" for k in changed)
+            raise ConfigError(
+                f"{keys}: changed since {run_dir}'s checkpoints were trained on another NeST neuron selection; "
+                "resume with the run's own settings (its config.yaml) or start a new output_dir"
+            )
         state = process_state()
         with state.main_process_first():  # the main process probes and caches; the others read its cache
             selection = load_selection(path, settings)
