@@ -14,3 +14,14 @@ from accelerate import PartialState
 
 def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when the flag is set on any of them (every process must call this, together)."""
+    from accelerate.utils import reduce
+
+    state = process_state()
+    value = torch.tensor([1.0 if flag else 0.0], device=state.device)
+    if state.num_processes > 1:
+        value = reduce(value, reduction="sum")
+    return bool(value.item() > 0)

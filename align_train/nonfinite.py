@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from align_train.distributed import any_process
 from align_train.errors import AlignTrainError
 
 
@@ -51,7 +52,7 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         step = state.global_step + 1  # the step being taken
-        if not self._any_process_bad():
+        if not any_process(self.bad_value is not None):
             return
         value, self.bad_value = self.bad_value, None
         if self.skip:
@@ -72,13 +73,3 @@ class NonFiniteGuard(TrainerCallback):
             f"non-finite loss at step {step} ({seen}); {where}. Lower train.learning_rate, check the data, or set "
             "train.skip_nonfinite_steps=true to skip such steps"
         )
-
-    def _any_process_bad(self) -> bool:
-        from accelerate import PartialState
-        from accelerate.utils import reduce
-
-        state = PartialState()
-        flag = torch.tensor([0.0 if self.bad_value is None else 1.0], device=state.device)
-        if state.num_processes > 1:
-            flag = reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)

@@ -18,9 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
+from align_train.distributed import any_process
 from align_train.errors import AlignTrainError
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -56,7 +56,7 @@ class PreemptionCallback(TrainerCallback):
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._agreed():
+        if any_process(self.received is not None):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
@@ -69,17 +69,6 @@ class PreemptionCallback(TrainerCallback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-    def _agreed(self) -> bool:
-        """Whether any process received a signal (every process calls this at the same step)."""
-        from accelerate import PartialState
-        from accelerate.utils import reduce
-
-        state = PartialState()
-        flag = torch.tensor([0.0 if self.received is None else 1.0], device=state.device)
-        if state.num_processes > 1:
-            flag = reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)
 
 
 def stop_after_preemption(callback: PreemptionCallback, run_dir: Path, is_main_process: bool) -> None:
