@@ -88,6 +88,19 @@ class ReferenceObjective(Objective):
         return not self.cfg.precompute_ref_log_probs
 
 
+def label_counts(data: DataBundle, objective: str, why: str = "") -> tuple[int, int]:
+    """(desirable, undesirable) training rows of feedback data; an objective that needs both fails without."""
+    labels = data.train["label"]
+    n_desirable = sum(labels)
+    n_undesirable = len(labels) - n_desirable
+    if n_desirable == 0 or n_undesirable == 0:
+        raise DataError(
+            f"{objective} needs both desirable (label=true) and undesirable (label=false) examples{why}; the training "
+            f"set has {n_desirable} desirable and {n_undesirable} undesirable"
+        )
+    return n_desirable, n_undesirable
+
+
 def check_choice(key: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(map(str, choices))}")

@@ -18,9 +18,9 @@ import numpy as np
 from trl import KTOConfig
 
 from align_train.data import DataBundle
-from align_train.errors import ConfigError, DataError
+from align_train.errors import ConfigError
 from align_train.objectives import udm
-from align_train.objectives.base import ReferenceObjective
+from align_train.objectives.base import ReferenceObjective, label_counts
 from align_train.objectives.bco_trainer import WEIGHT_COLUMN, BCOTrainer
 from align_train.run_dir import write_json
 
@@ -51,17 +51,9 @@ class BCOObjective(ReferenceObjective):
 
     def check_data(self, data: DataBundle, tokenizer) -> list[str]:
         warnings = super().check_data(data, tokenizer)
+        # Labels are booleans already: the data layer rejects any other value, naming the file and line.
+        label_counts(data, "BCO", " (its loss is a binary classifier between them)")
         labels = data.train["label"]
-        bad = next(((i, v) for i, v in enumerate(labels) if not isinstance(v, bool)), None)
-        if bad is not None:
-            raise DataError(f"data.train row {bad[0]}: 'label' is {bad[1]!r}; BCO needs true (desirable) or false")
-        n_desirable = sum(labels)
-        n_undesirable = len(labels) - n_desirable
-        if n_desirable == 0 or n_undesirable == 0:
-            raise DataError(
-                f"BCO needs both desirable (label=true) and undesirable (label=false) examples: its loss is a binary "
-                f"classifier between them; the training set has {n_desirable} desirable and {n_undesirable} undesirable"
-            )
         if self.cfg.udm.enabled:  # before the model loads: enough distinct prompts of each kind to fit on
             for label, kind in ((True, "desirable"), (False, "undesirable")):
                 distinct = {udm.prompt_text(p) for p, lab in zip(data.train["prompt"], labels) if lab == label}

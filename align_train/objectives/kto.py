@@ -11,8 +11,8 @@ import dataclasses
 from trl import KTOConfig, KTOTrainer
 
 from align_train.data import DataBundle
-from align_train.errors import ConfigError, DataError
-from align_train.objectives.base import ReferenceObjective, check_choice
+from align_train.errors import ConfigError
+from align_train.objectives.base import ReferenceObjective, check_choice, label_counts
 
 # KTO paper: desirable_weight x n_desirable / (undesirable_weight x n_undesirable) should lie in [1, 4/3].
 BALANCE_RANGE = (1.0, 4.0 / 3.0)
@@ -43,14 +43,7 @@ class KTOObjective(ReferenceObjective):
 
     def check_data(self, data: DataBundle, tokenizer) -> list[str]:
         warnings = super().check_data(data, tokenizer)
-        labels = data.train["label"]
-        n_desirable = sum(labels)
-        n_undesirable = len(labels) - n_desirable
-        if n_desirable == 0 or n_undesirable == 0:
-            raise DataError(
-                f"KTO needs both desirable (label=true) and undesirable (label=false) examples; the training set has "
-                f"{n_desirable} desirable and {n_undesirable} undesirable"
-            )
+        n_desirable, n_undesirable = label_counts(data, "KTO")
         balance = (self.cfg.desirable_weight * n_desirable) / (self.cfg.undesirable_weight * n_undesirable)
         low, high = BALANCE_RANGE
         if not low <= balance <= high:
