@@ -95,8 +95,14 @@ class BCOObjective(ReferenceObjective):
         else:  # the model before its first step is the reference model
             encoder, encoder_tokenizer, chat = model, tokenizer, True
 
+        embedded: dict[str, np.ndarray] = {}  # the fit sample's undesirable prompts are weighted too: embed once
+
         def embed(texts: list[str]) -> np.ndarray:
-            return udm.embed_prompts(encoder, encoder_tokenizer, texts, u.batch_size, use_chat_template=chat)
+            new = [t for t in dict.fromkeys(texts) if t not in embedded]
+            if new:
+                vectors = udm.embed_prompts(encoder, encoder_tokenizer, new, u.batch_size, use_chat_template=chat)
+                embedded.update(zip(new, vectors))
+            return np.stack([embedded[t] for t in texts])
 
         ratio = udm.fit_density_ratio(embed(sample[True]), embed(sample[False]), u.heldout_fraction,
                                       u.regularization, u.seed, u.min_prompts)
