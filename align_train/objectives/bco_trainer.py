@@ -147,15 +147,12 @@ class BCOTrainer(KTOTrainer):
 
         desirable = torch.as_tensor(batch["label"], dtype=torch.bool, device=policy.device)
         weights = batch.get(WEIGHT_COLUMN)
+        rejected_weights = None if weights is None else weights.to(policy.device)[~desirable]
         if mode == "train":
             self.reward_shift.update(rewards, self.accelerator)
         delta = self.reward_shift.mean
-        loss = bco_loss(
-            rewards[desirable], rewards[~desirable], delta,
-            None if weights is None else weights.to(policy.device)[~desirable],
-        )
-        self._log_batch(mode, rewards.detach(), desirable, None if weights is None else weights[~desirable.cpu()],
-                        delta)
+        loss = bco_loss(rewards[desirable], rewards[~desirable], delta, rejected_weights)
+        self._log_batch(mode, rewards.detach(), desirable, rejected_weights, delta)
         if return_outputs:
             with torch.no_grad():
                 return loss, model(**model_kwargs)
