@@ -49,7 +49,12 @@ class StageResult:
 
 
 def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+    return override.split("=", 1)[0].lstrip("+~/")
+
+
+def _head(override: str) -> str:
+    """The top-level key or group an override sets: ``hydra`` for hydra.x, hydra/x and /hydra/x alike."""
+    return re.split(r"[./@]", _key(override), maxsplit=1)[0]
 
 
 def _compose(overrides: list[str]):
@@ -69,7 +74,9 @@ def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]
 
     if not cfg.stages:
         raise ConfigError("stages: the recipe declares no stages")
-    base = [o for o in overrides if _key(o).split(".")[0] not in OWNED]
+    from align_train.recipes import check_selected
+
+    base = [o for o in overrides if _head(o) not in OWNED]
     names = [s.name for s in cfg.stages]
     run_dir = Path(cfg.output_dir)
     composed = []
@@ -81,9 +88,10 @@ def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]
             raise ConfigError(f"{where}.name '{stage.name}' is used by more than one stage")
         if not stage.enabled:
             continue
-        owned = [o for o in stage.overrides if _key(o).split(".")[0] in OWNED]
+        owned = [o for o in stage.overrides if _head(o) in OWNED]
         if owned:
             raise ConfigError(f"{where}.overrides: {owned} are set by the pipeline itself")
+        check_selected(list(stage.overrides))
         try:
             stage_cfg = _compose(list(stage.overrides) + base + [
                 f"output_dir={stage_dir(run_dir, i, stage.name)}", f"run_name={cfg.run_name}-{stage.name}", "stages=[]",
@@ -115,10 +123,18 @@ def run_pipeline(cfg, overrides: list[str]) -> list[StageResult]:
     """Run (or skip, when complete) each enabled stage in order; print and write the pipeline summary."""
     from align_train.train import run
 
+    from align_train.run_dir import RunOwnership, Start
+
     run_dir = Path(cfg.output_dir)
     composed = compose_stages(cfg, overrides)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    with RunOwnership(run_dir, Start()) as owner:  # one pipeline at a time in a directory
+        owner.committed = True
+        if owner.state.is_main_process:
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        return _run_stages(composed, run_dir, run)
+
+
+def _run_stages(composed, run_dir: Path, run) -> list[StageResult]:
     started = time.time()
     previous: Path | None = None
     results: list[StageResult] = []
