@@ -8,11 +8,71 @@ select: recipes never instantiate arbitrary callables.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from align_train.errors import ConfigError
+
+# --------------------------------------------------------------------------- declared bounds
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric setting accepts, declared once beside the field and checked before anything loads."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple = ()  # special values accepted outside the range (max_steps=-1: train by epochs)
+
+    def accepts(self, value) -> bool:
+        if value in self.also:
+            return True
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        return text + "".join(f" or {v}" for v in self.also)
+
+
+POSITIVE = Bound(0, low_open=True)
+NON_NEGATIVE = Bound(0)
+COUNT = Bound(1)  # an integer >= 1
+FRACTION = Bound(0, 1, high_open=True)  # [0, 1)
+UNIT = Bound(0, 1)  # [0, 1]
+OPEN_UNIT = Bound(0, 1, low_open=True, high_open=True)  # (0, 1)
+SEED = Bound(0, 2**32 - 1)  # numpy's seeds
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def bounded(default, bound: Bound, **extra):
+    """A dataclass field whose value must lie in ``bound`` (``check_config`` enforces it)."""
+    return field(default=default, metadata={"bound": bound, **extra})
+
+
+def named(default):
+    """A name that becomes part of a path, a job script and log lines: letters, digits, '.', '_', '-'."""
+    return field(default=default, metadata={"pattern": NAME})
+
+
+def free_text(default=None):
+    """Text that may span lines (a prompt template); other settings may not hold control characters."""
+    return field(default=default, metadata={"multiline": True})
 
 # --------------------------------------------------------------------------- model
 
@@ -29,7 +89,7 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2 | None (library default)
     gradient_checkpointing: bool = False
-    max_length: int = 1024  # tokens per example (prompt + completion), longer ones are truncated
+    max_length: int = bounded(1024, COUNT)  # tokens per example (prompt + completion), longer ones are truncated
     trust_remote_code: bool = False  # never on unless the user sets it
 
 
@@ -46,7 +106,7 @@ class SourceConfig:
     subset: Optional[str] = None  # hub dataset configuration name
     columns: Dict[str, str] = field(default_factory=dict)  # {column in the source: field of the format}
     # Multiplier on the source's size: 0.5 samples half its rows, 2.0 repeats it twice, 1.0 takes it as is.
-    weight: float = 1.0
+    weight: float = bounded(1.0, POSITIVE)
 
 
 @dataclass
@@ -55,12 +115,12 @@ class DataConfig:
 
     train: Dict[str, SourceConfig] = field(default_factory=dict)
     eval: Dict[str, SourceConfig] = field(default_factory=dict)  # explicit held-out sources
-    eval_fraction: float = 0.0  # held out from train when no eval sources are given
-    max_eval_rows: Optional[int] = None
+    eval_fraction: float = bounded(0.0, FRACTION)  # held out from train when no eval sources are given
+    max_eval_rows: Optional[int] = bounded(None, NON_NEGATIVE)
     # A row with an empty prompt / completion / missing field is an error; with this set it is skipped,
     # and the count is printed and written to the run directory.
     skip_invalid_rows: bool = False
-    seed: int = 42
+    seed: int = bounded(42, SEED)
 
 
 # --------------------------------------------------------------------------- objectives
@@ -106,22 +166,22 @@ class DPOObjectiveConfig(ObjectiveConfig):
     """Direct preference optimisation and its variants through TRL's DPOTrainer."""
 
     name: str = "dpo"
-    beta: float = 0.1
+    beta: float = bounded(0.1, POSITIVE)
     # One or several of TRL's loss types; several are combined with loss_weights (e.g. MPO).
     loss_type: List[str] = field(default_factory=lambda: ["sigmoid"])
     loss_weights: Optional[List[float]] = None
-    label_smoothing: float = 0.0  # robust / exo
-    ld_alpha: Optional[float] = None  # LD-DPO length desensitisation
+    label_smoothing: float = bounded(0.0, Bound(0, 0.5))  # robust / exo / cDPO
+    ld_alpha: Optional[float] = bounded(None, UNIT)  # LD-DPO length desensitisation
     f_divergence_type: str = "reverse_kl"
-    f_alpha_divergence_coef: float = 0.5
-    discopop_tau: float = 0.05
+    f_alpha_divergence_coef: float = bounded(0.5, POSITIVE)
+    discopop_tau: float = bounded(0.05, POSITIVE)
     use_weighting: bool = False
     # Reference log-probs computed once before training: no reference model in memory while training.
     precompute_ref_log_probs: bool = False
     padding_free: bool = False
     sync_ref_model: bool = False
-    ref_model_mixup_alpha: float = 0.6
-    ref_model_sync_steps: int = 512
+    ref_model_mixup_alpha: float = bounded(0.6, UNIT)
+    ref_model_sync_steps: int = bounded(512, COUNT)
 
 
 @dataclass
@@ -129,10 +189,10 @@ class KTOObjectiveConfig(ObjectiveConfig):
     """Kahneman-Tversky optimisation on unpaired thumbs-up / thumbs-down data via TRL's KTOTrainer."""
 
     name: str = "kto"
-    beta: float = 0.1
+    beta: float = bounded(0.1, POSITIVE)
     loss_type: str = "kto"  # kto | apo_zero_unpaired
-    desirable_weight: float = 1.0
-    undesirable_weight: float = 1.0
+    desirable_weight: float = bounded(1.0, POSITIVE)
+    undesirable_weight: float = bounded(1.0, POSITIVE)
     precompute_ref_log_probs: bool = False
 
 
@@ -144,15 +204,15 @@ class UDMConfig:
     # None: mean-pooled last-layer states of the reference model (no extra model); or a local path / hub id
     # of a sentence-embedding encoder.
     embedding_model: Optional[str] = None
-    max_prompts: int = 2048  # distinct prompts of each kind sampled to fit the classifier
-    min_prompts: int = 16  # fewer of either kind is an error
-    heldout_fraction: float = 0.2  # of the sample, to report the classifier's accuracy
+    max_prompts: int = bounded(2048, COUNT)  # distinct prompts of each kind sampled to fit the classifier
+    min_prompts: int = bounded(16, Bound(2))  # fewer of either kind is an error
+    heldout_fraction: float = bounded(0.2, OPEN_UNIT)  # of the sample, to report the classifier's accuracy
     # Logistic regression's C (inverse L2 strength); strong, so that it learns kinds of prompts, not prompts.
-    regularization: float = 0.01
-    min_ratio: float = 0.5  # weights are clipped to [min_ratio, max_ratio]
-    max_ratio: float = 10.0
-    batch_size: int = 16  # prompts per embedding forward pass
-    seed: int = 0
+    regularization: float = bounded(0.01, POSITIVE)
+    min_ratio: float = bounded(0.5, POSITIVE)  # weights are clipped to [min_ratio, max_ratio]
+    max_ratio: float = bounded(10.0, POSITIVE)
+    batch_size: int = bounded(16, COUNT)  # prompts per embedding forward pass
+    seed: int = bounded(0, SEED)
 
 
 @dataclass
@@ -160,7 +220,7 @@ class BCOObjectiveConfig(ObjectiveConfig):
     """Binary classifier optimisation on thumbs-up / thumbs-down feedback (ours: TRL 1.16 has no BCO trainer)."""
 
     name: str = "bco"
-    beta: float = 0.1
+    beta: float = bounded(0.1, POSITIVE)
     precompute_ref_log_probs: bool = False
     udm: UDMConfig = field(default_factory=UDMConfig)
 
@@ -187,9 +247,9 @@ class LoraTuningConfig(TuningConfig):
     """Low-rank adapters through peft; the frozen base with adapters disabled is the reference model."""
 
     name: str = "lora"
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, COUNT)
+    alpha: int = bounded(32, POSITIVE)
+    dropout: float = bounded(0.05, FRACTION)
     # Module names (suffixes) to adapt, or ["all-linear"].
     target_modules: List[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -217,25 +277,26 @@ class FreezeTuningConfig(TuningConfig):
 class TrainConfig:
     """Optimisation settings. The global batch is the setting; accumulation is derived from it."""
 
-    learning_rate: float = 5e-5
-    num_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    global_batch_size: int = 8  # examples per optimiser step, over all processes
-    per_device_batch_size: int = 4  # micro-batch; accumulation = global / (micro x processes)
-    eval_batch_size: Optional[int] = None  # defaults to per_device_batch_size
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    seed: int = 42
+    learning_rate: float = bounded(5e-5, POSITIVE)
+    num_epochs: float = bounded(1.0, POSITIVE)
+    max_steps: int = bounded(-1, Bound(1, also=(-1,)))  # > 0 overrides num_epochs; -1 trains num_epochs
+    global_batch_size: int = bounded(8, COUNT)  # examples per optimiser step, over all processes
+    per_device_batch_size: int = bounded(4, COUNT)  # micro-batch; accumulation = global / (micro x processes)
+    eval_batch_size: Optional[int] = bounded(None, COUNT)  # defaults to per_device_batch_size
+    lr_scheduler: str = "cosine"  # any of transformers' scheduler types
+    warmup_ratio: float = bounded(0.0, FRACTION)
+    weight_decay: float = bounded(0.0, NON_NEGATIVE)
+    max_grad_norm: float = bounded(1.0, NON_NEGATIVE)  # 0: no clipping
+    optim: str = "adamw_torch"  # any of transformers' optimizer names
+    seed: int = bounded(42, SEED)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed-precision autocast)
-    logging_steps: int = 5
-    save_steps: int = 0  # 0: save only at the end
-    save_total_limit: Optional[int] = 2
-    eval_steps: int = 0  # 0: evaluate on the held-out split only at the end
+    logging_steps: int = bounded(5, COUNT)
+    save_steps: int = bounded(0, NON_NEGATIVE)  # 0: save only at the end
+    # Complete checkpoints kept; an older one is deleted only after a newer one is marked complete.
+    save_total_limit: Optional[int] = bounded(2, COUNT)
+    eval_steps: int = bounded(0, NON_NEGATIVE)  # 0: evaluate on the held-out split only at the end
     use_cpu: bool = False  # force CPU even where an accelerator exists (multi-process CPU runs need it)
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = bounded(0, NON_NEGATIVE)
     # A NaN / inf loss stops the run (naming the step and the last good checkpoint); true drops such steps
     # (their gradients are discarded, no parameter moves) and goes on. Not under DeepSpeed.
     skip_nonfinite_steps: bool = False
@@ -262,7 +323,7 @@ class SummaryConfig:
     """Headline metrics on the held-out split, measured before and after training."""
 
     enabled: bool = True
-    max_examples: int = 64  # held-out rows scored (preference accuracy / perplexity)
+    max_examples: int = bounded(64, COUNT)  # held-out rows scored (preference accuracy / perplexity)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -277,17 +338,17 @@ class PromptSetConfig:
     split: str = "train"  # hub datasets only
     subset: Optional[str] = None
     where: Dict[str, str] = field(default_factory=dict)  # keep rows whose column equals the value
-    max_prompts: int = 100  # a seeded sample of this many (all when fewer)
+    max_prompts: int = bounded(100, COUNT)  # a seeded sample of this many (all when fewer)
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 64
-    batch_size: int = 16
+    max_new_tokens: int = bounded(64, COUNT)
+    batch_size: int = bounded(16, COUNT)
     do_sample: bool = False  # greedy by default: the same checkpoint always gets the same score
-    temperature: float = 1.0
-    top_p: float = 1.0
-    system_prompt: Optional[str] = None
+    temperature: float = bounded(1.0, POSITIVE)
+    top_p: float = bounded(1.0, Bound(0, 1, low_open=True))
+    system_prompt: Optional[str] = free_text()
 
 
 @dataclass
@@ -296,9 +357,9 @@ class JudgeConfig:
 
     name: str = "keyword"  # keyword | classifier | llm
     model: Optional[str] = None  # local path or hub id, for classifier / llm
-    batch_size: int = 16
+    batch_size: int = bounded(16, COUNT)
     refusal_labels: List[str] = field(default_factory=lambda: ["refusal", "rejection", "refused"])
-    prompt_template: Optional[str] = None  # llm judge: with {prompt} and {response}
+    prompt_template: Optional[str] = free_text()  # llm judge: with {prompt} and {response}
 
 
 @dataclass
@@ -317,8 +378,8 @@ class LikelihoodSuiteConfig:
 
     enabled: bool = False
     path: Optional[str] = None  # a data file in one of the formats; None: the run's held-out split
-    max_examples: int = 64
-    batch_size: int = 8
+    max_examples: int = bounded(64, COUNT)
+    batch_size: int = bounded(8, COUNT)
 
 
 @dataclass
@@ -330,8 +391,8 @@ class SeparationSuiteConfig:
     unsafe: PromptSetConfig = field(default_factory=PromptSetConfig)
     layers: Optional[List[int]] = None  # 1-based transformer blocks; None: all
     pooling: str = "mean"  # mean | last
-    lam: float = 0.5  # weight of the Xie-Beni term against the Calinski-Harabasz term
-    batch_size: int = 16
+    lam: float = bounded(0.5, UNIT)  # weight of the Xie-Beni term against the Calinski-Harabasz term
+    batch_size: int = bounded(16, COUNT)
 
 
 @dataclass
@@ -346,8 +407,8 @@ class EvalConfig:
     on_save: bool = True  # score every checkpoint as it is saved
     at_end: bool = True  # score the final model
     strict: bool = False  # a failing suite stops training (otherwise it is recorded and training goes on)
-    samples: int = 5  # generations kept per suite in the JSON, for a person to read
-    seed: int = 0  # prompt sampling
+    samples: int = bounded(5, NON_NEGATIVE)  # generations kept per suite in the JSON, for a person to read
+    seed: int = bounded(0, SEED)  # prompt sampling
     refusal: GenerationSuiteConfig = field(default_factory=GenerationSuiteConfig)
     over_refusal: GenerationSuiteConfig = field(default_factory=GenerationSuiteConfig)
     preference: LikelihoodSuiteConfig = field(default_factory=LikelihoodSuiteConfig)
@@ -367,17 +428,17 @@ class NestTuningConfig(TuningConfig):
     # column may hold a string or a list of chat messages (the last user turn is taken).
     harmful: PromptSetConfig = field(default_factory=lambda: PromptSetConfig(max_prompts=200))
     harmless: PromptSetConfig = field(default_factory=lambda: PromptSetConfig(max_prompts=200))
-    threshold: float = 2.0  # keep neurons whose probe weight's z-score within its layer exceeds this in |z|
-    max_neurons_per_layer: Optional[int] = None  # keep at most this many (largest |z|) per layer
+    threshold: float = bounded(2.0, POSITIVE)  # keep neurons whose probe weight's z-score within its layer exceeds this in |z|
+    max_neurons_per_layer: Optional[int] = bounded(None, COUNT)  # keep at most this many (largest |z|) per layer
     # probe: the neurons above; random: as many per layer, drawn at random (a control, not a method).
     selection: str = "probe"
-    clusters: int = 3  # k-means clusters per layer (k); fewer when a layer has fewer selected neurons
+    clusters: int = bounded(3, COUNT)  # k-means clusters per layer (k); fewer when a layer has fewer selected neurons
     # Where each cluster's vector is added: down (the members' down_proj columns), gate / up (their rows).
     weights: List[str] = field(default_factory=lambda: ["down"])
-    probe_c: float = 1.0  # inverse L2 strength of the logistic-regression probe (sklearn's C)
-    probe_batch_size: int = 16
-    probe_max_length: int = 256  # prompt tokens read by the probe
-    seed: int = 0  # k-means initialisation
+    probe_c: float = bounded(1.0, POSITIVE)  # inverse L2 strength of the logistic-regression probe (sklearn's C)
+    probe_batch_size: int = bounded(16, COUNT)
+    probe_max_length: int = bounded(256, COUNT)  # prompt tokens read by the probe
+    seed: int = bounded(0, SEED)  # k-means initialisation
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -392,7 +453,7 @@ class StageConfig:
     to ``RUN/stages/<i>-<name>/``. See align_train/pipeline.py.
     """
 
-    name: str = MISSING  # letters, digits, '-', '_': names the stage's directory
+    name: str = named(MISSING)  # letters, digits, '.', '-', '_': names the stage's directory
     overrides: List[str] = field(default_factory=list)
     enabled: bool = True  # false: leave the stage out (e.g. the control run without midtraining)
 
@@ -412,7 +473,7 @@ class AlignConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    run_name: str = "run"
+    run_name: str = named("run")  # names the run directory, the SLURM job, the tracker run
     output_dir: str = MISSING
     # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last
     # complete checkpoint in output_dir (fresh start if none); a path: continue from that checkpoint.
@@ -448,3 +509,89 @@ def register_schemas(store: ConfigStore | None = None) -> None:
         store.store(group="objective", name=f"{name}_schema", node=schema)
     for name, schema in TUNING_SCHEMAS.items():
         store.store(group="tuning", name=f"{name}_schema", node=schema)
+
+
+# --------------------------------------------------------------------------- the closed, checked config
+
+REGISTRIES = {"objective": OBJECTIVE_SCHEMAS, "tuning": TUNING_SCHEMAS}
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline allowed
+
+
+def check_config(cfg) -> None:
+    """The composed config is closed and in range, before anything loads.
+
+    Every key is a field of its schema, including keys added with ``+`` (Hydra lets those
+    past a structured config; here they are refused: a recorded setting that nothing reads is a
+    lie in the run directory). Free-form maps (``train.trainer_kwargs``, ``columns``, ``where``)
+    accept new keys; their receivers check them. Every number is finite and within the bound its
+    field declares; no string holds control characters (they would forge log lines or break a
+    job script), except the free-text fields.
+    """
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(
+            cfg, (DictConfig, ListConfig)) else cfg
+    except Exception as err:  # an interpolation that does not resolve
+        raise ConfigError(f"{getattr(err, 'full_key', '') or 'config'}: {str(err).splitlines()[0]}") from None
+    _check_dataclass(container, AlignConfig, "")
+
+
+def _check_dataclass(value: Any, schema: type, path: str) -> None:
+    if value is None or value == MISSING:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path.rstrip('.') or 'config'}: expected a mapping of {schema.__name__} settings, got "
+                          f"{type(value).__name__}")
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, child in value.items():
+        where = f"{path}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: no such setting ({schema.__name__} has {', '.join(fields)}). The config is closed: a key "
+                f"added with '+' is refused too; check the spelling, or print every setting with --cfg job"
+            )
+        _check_value(child, hints[key], where, fields[key].metadata)
+
+
+def _check_value(value: Any, hint: Any, path: str, meta) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any and path in REGISTRIES:
+        registry = REGISTRIES[path]
+        name = value.get("name") if isinstance(value, dict) else None
+        if name not in registry:
+            raise ConfigError(f"{path}.name is {name!r}; expected one of {', '.join(registry)}")
+        _check_dataclass(value, registry[name], f"{path}.")
+    elif dataclasses.is_dataclass(hint):
+        _check_dataclass(value, hint, f"{path}.")
+    elif origin in (dict, Dict) and isinstance(value, dict):
+        for key, child in value.items():
+            if CONTROL.search(str(key)):
+                raise ConfigError(f"{path}: key {str(key)!r} holds control characters")
+            _check_value(child, args[1] if args else Any, f"{path}.{key}", {})
+    elif origin in (list, List) and isinstance(value, list):
+        for i, child in enumerate(value):
+            _check_value(child, args[0] if args else Any, f"{path}[{i}]", meta)
+    else:
+        _check_leaf(value, path, meta)
+
+
+def _check_leaf(value: Any, path: str, meta) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} is {value}; expected a finite number")
+    bound = meta.get("bound")
+    if bound is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and not bound.accepts(value):
+        raise ConfigError(f"{path} is {value}; expected {bound.describe()}")
+    if isinstance(value, str):
+        control = CONTROL_MULTILINE if meta.get("multiline") else CONTROL
+        if control.search(value):
+            raise ConfigError(f"{path} holds control characters ({value[:40]!r}); expected plain text")
+        pattern = meta.get("pattern")
+        if pattern is not None and value != MISSING and not pattern.match(value):
+            raise ConfigError(f"{path} is {value!r}; expected letters, digits, '.', '_' or '-' (at most 100, "
+                              "starting with a letter or digit): it names directories, jobs and tracker runs")

@@ -66,11 +66,34 @@ def check_trainer_kwargs(extra: dict[str, Any], allowed: set[str]) -> None:
             raise ConfigError(f"train.trainer_kwargs.{key}: not a field of the objective's TRL config")
 
 
+def check_trainer_kwarg_values(extra: dict[str, Any], config_class: type) -> None:
+    """Values of trainer_kwargs against the choices the TRL config declares (checked only once tokenising starts)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for key, value in extra.items():
+        choices = fields[key].metadata.get("choices") if key in fields else None
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if choices and any(v not in choices for v in values if v is not None):
+            raise ConfigError(f"train.trainer_kwargs.{key} is {value!r}; expected one of {', '.join(map(str, choices))}")
+
+
+def check_choices(train) -> None:
+    """Names the trainer looks up only once it is built: its schedulers and optimizers."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for key, value, names in (("train.precision", train.precision, PRECISIONS),
+                              ("train.lr_scheduler", train.lr_scheduler, [s.value for s in SchedulerType]),
+                              ("train.optim", train.optim, [o.value for o in OptimizerNames])):
+        if value not in names:
+            raise ConfigError(f"{key} is '{value}'; expected one of {', '.join(names)}")
+
+
 def common_trainer_args(cfg, run_dir: str, world_size: int) -> dict[str, Any]:
     """TrainingArguments fields shared by every TRL trainer, from our config."""
     train = cfg.train
-    if train.precision not in PRECISIONS:
-        raise ConfigError(f"train.precision is '{train.precision}'; expected one of {', '.join(PRECISIONS)}")
+    check_choices(train)
     if not 0.0 <= train.warmup_ratio < 1.0:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {train.warmup_ratio}")
     args: dict[str, Any] = {
@@ -94,7 +117,9 @@ def common_trainer_args(cfg, run_dir: str, world_size: int) -> dict[str, Any]:
         "logging_first_step": True,
         "save_strategy": "steps" if train.save_steps > 0 else "no",
         "save_steps": train.save_steps if train.save_steps > 0 else 500,
-        "save_total_limit": train.save_total_limit,
+        # Rotation is align-train's (run_dir.rotate): the trainer's deletes inside the save, before the new
+        # checkpoint is complete, so a kill there would leave none.
+        "save_total_limit": None,
         "eval_strategy": "steps" if train.eval_steps > 0 else "no",
         "eval_steps": train.eval_steps if train.eval_steps > 0 else None,
         "use_cpu": train.use_cpu,

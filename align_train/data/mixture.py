@@ -88,8 +88,8 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
 
     for name, source in data_cfg.train.items():
         key = f"data.train.{name}"
-        if source.weight <= 0:
-            raise ConfigError(f"{key}.weight must be > 0, got {source.weight}")
+        if not source.weight > 0 or source.weight == float("inf"):  # NaN fails the first test
+            raise ConfigError(f"{key}.weight must be > 0 and finite, got {source.weight}")
         src = read_source(key, source, data_cfg.skip_invalid_rows)
         targets[key] = _target_format(key, src, accepted, objective)
         rows = list(src.rows)
@@ -101,6 +101,9 @@ def load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundle
                 raise DataError(f"{key}: {len(rows)} rows leave nothing to train on after holding out {n_held}")
             held, rows = rows[:n_held], rows[n_held:]
         train_rows = _weighted(rows, source.weight, rng)
+        if not train_rows:
+            raise ConfigError(f"{key}.weight={source.weight} keeps none of the source's {len(rows)} training rows; "
+                              f"use at least {1 / len(rows):.2g} or leave the source out")
         train_parts[key] = _convert(train_rows, src.format, targets[key])
         if held:
             held_parts[key] = (src.format, targets[key], held)
