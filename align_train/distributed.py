@@ -25,3 +25,27 @@ def any_process(flag: bool) -> bool:
     if state.num_processes > 1:
         value = reduce(value, reduction="sum")
     return bool(value.item() > 0)
+
+
+def on_main_process(fn):
+    """``fn()`` on the main process; every process returns its result or raises its AlignTrainError.
+
+    For decisions that must be made once and agreed (how a run starts in its directory): each
+    process deciding for itself could race with what the main process does next.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    from align_train.errors import AlignTrainError
+
+    state = process_state()
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = fn()
+        except AlignTrainError as err:
+            error = err
+    if state.num_processes > 1:
+        result, error = broadcast_object_list([result, error])
+    if error is not None:
+        raise error
+    return result

@@ -17,18 +17,19 @@ from transformers import set_seed
 from align_train.data import load_data
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
-from align_train.errors import DataError
-from align_train.distributed import process_state
-from align_train.launch.checks import check_launch
-from align_train.models import DTYPES, count_parameters, frozen_copy, load_model, load_tokenizer
+from align_train.errors import ConfigError, DataError
+from align_train.distributed import on_main_process, process_state
+from align_train.launch.checks import check_launch, check_machine
+from align_train.models import DTYPES, INITS, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
 from align_train.preemption import PreemptionCallback, stop_after_preemption
-from align_train.run_dir import CheckpointMarker, resolve_resume, write_json, write_run_files
+from align_train.config import check_config
+from align_train.run_dir import CheckpointMarker, RunOwnership, honour_umask, plan_start, reported_io_error, write_json
 from align_train.summary import RunResult, headline_metrics
 from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
-from align_train.training_args import check_trainer_kwargs, common_trainer_args
+from align_train.training_args import check_trainer_kwarg_values, check_trainer_kwargs, common_trainer_args
 from align_train.tuning import TuningStrategy, make_tuning
 
 
@@ -55,17 +56,26 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     ``launch`` describes the launcher (from an accelerate config, for align-launch); by default it is
     read from the environment the launcher gave this process.
     """
+    check_config(cfg)  # closed (no unknown key, '+' included), finite, in the declared bounds
     objective = make_objective(cfg.objective)
     tuning = make_tuning(cfg.tuning)
     objective.validate(cfg)
     tuning.validate()
     check_choice("model.dtype", cfg.model.dtype, DTYPES)
+    check_choice("model.init", cfg.model.init, INITS)
     check_logger(cfg.logger)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
-    common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, precision, warmup
-    check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) cannot run
+    common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, scheduler and optimizer names
+    check_trainer_kwarg_values(dict(cfg.train.trainer_kwargs), objective.config_class)
+    if cfg.train.eval_steps > 0 and not (cfg.data.eval or cfg.data.eval_fraction > 0):
+        raise ConfigError(f"train.eval_steps={cfg.train.eval_steps} evaluates on held-out data, but the run has none: "
+                          "set data.eval_fraction or data.eval, or train.eval_steps=0")
+    if getattr(cfg.objective, "sync_ref_model", False) and tuning.provides_reference:
+        raise ConfigError(f"objective.sync_ref_model=true updates a reference copy, but tuning={tuning.name} uses the "
+                          "adapter-disabled base as the reference (there is no copy to update)")
+    check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) or machine cannot run
     return objective, tuning
 
 
@@ -94,25 +104,69 @@ def rows_dropped_by_trainer(trainer, data, max_length: int) -> dict:
     return dropped
 
 
-def run(cfg, callbacks=()) -> RunResult:
-    """One run of the composed config; ``callbacks`` are extra TrainerCallbacks (e.g. a profiler or timer)."""
+def make_evaluator(cfg, run_dir: Path, heldout) -> Evaluator | None:
+    """The evaluation hook's evaluator, when the run scores inline (``eval.enabled`` and ``eval.inline``)."""
+    if not (cfg.eval.enabled and cfg.eval.inline):
+        return None
+    return Evaluator(cfg.eval, Path(run_dir) / "eval", heldout=heldout, max_length=cfg.model.max_length)
+
+
+def summary_examples(cfg, evaluator, heldout) -> int | None:
+    """Held-out rows the run summary measures before and after, or None when it measures nothing.
+
+    With the evaluation hook on, its step 0 and final scores are the before / after: no second pass.
+    """
+    if not (cfg.summary.enabled and evaluator is None and heldout):
+        return None
+    return cfg.summary.max_examples
+
+
+def training_callbacks(cfg, run_dir: Path) -> tuple[list, PreemptionCallback]:
+    """The run's own callbacks; the marker first, so a checkpoint counts as complete before slower on_save work."""
+    preemption = PreemptionCallback()
+    return [CheckpointMarker(keep=cfg.train.save_total_limit), preemption,
+            JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl")], preemption
+
+
+def make_guard(cfg, run_dir: Path) -> NonFiniteGuard:
+    return NonFiniteGuard(Path(run_dir), skip=cfg.train.skip_nonfinite_steps)
+
+
+def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
+    """One run of the composed config; ``callbacks`` are extra TrainerCallbacks (e.g. a profiler or timer).
+
+    ``overrides`` (the command line, when Hydra composed the config) are recorded with the run.
+    """
     started = time.time()
     quiet_libraries()
     state = process_state()
     objective, tuning = validate_config(cfg, state.num_processes)
+    check_machine(cfg)
     run_dir = Path(cfg.output_dir)
-    resume_from = resolve_resume(cfg.resume, run_dir)
+    # Decided once, before anything is written: a refused start changes nothing on disk.
+    start = on_main_process(lambda: plan_start(run_dir, cfg.resume))
+    for note in start.notes:
+        log(note)
+    with RunOwnership(run_dir, start) as owner:
+        try:
+            return _run_owned(cfg, callbacks, overrides, objective, tuning, owner, started)
+        except (OSError, RuntimeError) as err:
+            reported = reported_io_error(err, run_dir)
+            if reported is not None:
+                raise reported from err
+            raise
+
+
+def _run_owned(cfg, callbacks, overrides, objective, tuning, owner: RunOwnership, started: float) -> RunResult:
+    state = process_state()
+    run_dir = owner.run_dir
+    resume_from = owner.start.resume_from
 
     data = load_data(cfg.data, objective.accepts, objective.name)
-    evaluator = None
-    if cfg.eval.enabled and cfg.eval.inline:  # built now: its prompts and judges load before the model
-        evaluator = Evaluator(cfg.eval, run_dir / "eval", heldout=data.heldout, max_length=cfg.model.max_length)
+    evaluator = make_evaluator(cfg, run_dir, data.heldout)  # its prompts and judges load before the model
     tokenizer = load_tokenizer(cfg.model)
     warnings = objective.check_data(data, tokenizer)
     configure_logger(cfg.logger, run_dir)
-    if state.is_main_process:
-        write_run_files(cfg, run_dir, state.num_processes)
-        write_json(run_dir / "data_report.json", data.report)
     for warning in warnings:
         log(f"warning: {warning}")
     if data.report["skipped_rows"]:
@@ -124,23 +178,26 @@ def run(cfg, callbacks=()) -> RunResult:
     reference = None
     if objective.needs_reference_model() and not tuning.provides_reference:
         reference = frozen_copy(model)
+    # Everything the run needs has loaded: from here on it writes its record.
+    changes = owner.commit(cfg, state.num_processes, overrides)
+    if changes:
+        log(f"resuming with settings changed since the last segment (kept in segments/): {'; '.join(changes)}")
+    if state.is_main_process:
+        write_json(run_dir / "data_report.json", data.report)
     max_length = cfg.model.max_length
-    # With the evaluation hook on, its step 0 and final scores are the before / after: no second pass.
-    measure = bool(cfg.summary.enabled and evaluator is None and state.is_main_process and data.heldout)
+    summary_rows = summary_examples(cfg, evaluator, data.heldout) if state.is_main_process else None
     before, base_scores = {}, None
-    if measure:
-        before, base_scores = headline_metrics(model, tokenizer, data.heldout, cfg.summary.max_examples, max_length)
+    if summary_rows:
+        before, base_scores = headline_metrics(model, tokenizer, data.heldout, summary_rows, max_length)
 
     tuning.prepare(model, tokenizer, run_dir)
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
-    # The marker first: a checkpoint counts as complete before slower on_save work (the evaluation hook) starts.
-    preemption = PreemptionCallback()
-    callbacks = [CheckpointMarker(), preemption, JsonlMetricsCallback(run_dir / "metrics.jsonl"), *callbacks]
+    run_callbacks, preemption = training_callbacks(cfg, run_dir)
     trainer = objective.build_trainer(
-        model, reference, tokenizer, data, args, callbacks, **tuning.trainer_kwargs()
+        model, reference, tokenizer, data, args, [*run_callbacks, *callbacks], **tuning.trainer_kwargs()
     )
-    NonFiniteGuard(run_dir, skip=cfg.train.skip_nonfinite_steps).watch(trainer)
+    make_guard(cfg, run_dir).watch(trainer)
     dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
     if dropped and state.is_main_process:
         write_json(run_dir / "data_report.json", {**data.report, "dropped_by_trainer": dropped})
@@ -165,15 +222,14 @@ def run(cfg, callbacks=()) -> RunResult:
     final_dir = run_dir / "final"
     saved = tuning.save_final(trainer, str(final_dir))
     if state.is_main_process:
+        honour_umask(final_dir)
         # The trainer pickles its arguments beside the weights; the final directory stays pickle-free
         # (config.yaml in the run directory records every setting).
         (final_dir / "training_args.bin").unlink(missing_ok=True)
     after = {}
-    if measure and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+    if summary_rows and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         policy = trainer.accelerator.unwrap_model(trainer.model)
-        after, _ = headline_metrics(
-            policy, tokenizer, data.heldout, cfg.summary.max_examples, max_length, base_scores=base_scores
-        )
+        after, _ = headline_metrics(policy, tokenizer, data.heldout, summary_rows, max_length, base_scores=base_scores)
 
     evaluations = [brief(r) for r in evaluation_records(run_dir / "eval")]
     scored = [r for r in evaluations if headline(r)]

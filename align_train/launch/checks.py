@@ -113,6 +113,20 @@ def launch_from_accelerate_config(path: str) -> Launch:
     return launch
 
 
+def check_machine(cfg) -> None:
+    """What this machine cannot run (a recipe written for GPUs, started on a CPU-only one), before loading.
+
+    Separate from ``check_launch``: a recipe is also validated where it will not run (align-launch on a
+    login node, the test-suite), and only the run itself knows its machine.
+    """
+    train = cfg.train
+    if train.precision in ("bf16", "fp16") and not train.use_cpu and not _has_gpu():
+        raise ConfigError(
+            f"train.precision={train.precision} needs a GPU, and this machine has none; set train.use_cpu=true (bf16 "
+            "autocast runs on CPUs) or train.precision=fp32"
+        )
+
+
 def _fixed(config: dict, *keys: str):
     """A value of the DeepSpeed JSON that is set (not missing, not "auto")."""
     node = config
@@ -149,6 +163,9 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
             f"unsynchronised without a word (train.use_cpu={train.use_cpu}). For CPU runs use "
             "launch/accelerate/cpu_multiprocess.yaml (data parallel) or a DeepSpeed config"
         )
+    if train.precision == "fp16" and train.use_cpu:
+        raise ConfigError("train.precision=fp16 needs a GPU (fp16 mixed precision does not run on CPUs): with "
+                          "train.use_cpu=true use bf16 or fp32")
     if launch.kind != "deepspeed":
         return launch
 
