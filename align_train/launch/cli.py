@@ -43,19 +43,14 @@ def split_arguments(arguments: list[str]) -> tuple[SlurmJob, list[str]]:
 
 def check_run(job: SlurmJob, overrides: list[str]):
     """Compose the run config as the job will, and check it for the job's process count and launcher."""
-    from hydra import compose, initialize_config_dir
-
-    from align_train.cli import setup
+    from align_train.cli import compose, setup
     from align_train.launch.checks import launch_from_accelerate_config
-    from align_train.paths import CONF_DIR
+    from align_train.recipes import check_selected
     from align_train.train import validate_config
 
     setup()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[o for o in overrides if not o.startswith("output_dir=")])
-    except Exception as err:  # Hydra's composition errors name the override
-        raise ConfigError(f"the run config does not compose: {err}") from None
+    check_selected(overrides)
+    cfg = compose([o for o in overrides if not o.startswith("output_dir=")])
     launch = launch_from_accelerate_config(job.accelerate_config)
     validate_config(cfg, job.num_processes, launch=launch)
     return cfg
