@@ -41,24 +41,53 @@ def _files_of(path: Path) -> list[Path]:
     return files
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """(where, row) for every non-blank line: "FILE line N" and its JSON object; DataError names the line."""
-    with path.open(encoding="utf-8-sig") as handle:  # -sig: tolerate a byte-order mark
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+def decode_line(raw: bytes, path: Path, number: int) -> str:
+    """One line of a text file as UTF-8; DataError names the file, the line and the byte that is not."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} line {number}: not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at column "
+                        f"{err.start + 1}); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def read_jsonl(path: Path, bad_lines: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """(where, row) for every non-blank line: "FILE line N" and its JSON object.
+
+    A line that is not UTF-8, not JSON or not an object raises DataError naming the file and the
+    line, or, when ``bad_lines`` is given, is recorded there ("FILE line N: reason") and skipped.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+                line = decode_line(raw, path, number)
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            except DataError as err:
+                if bad_lines is None:
+                    raise
+                bad_lines.append(str(err))
+                continue
             yield f"{path} line {number}", row
+
+
+def check_utf8(path: Path) -> None:
+    """A text file (CSV, JSON) read by a library that would only say "utf-8 codec can't decode": name the line."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            decode_line(raw, path, number)
 
 
 def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[str, dict]]:
     import datasets
 
+    if kind == "csv":
+        check_utf8(path)
     try:
         table = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as err:  # datasets raises many types for unreadable files
@@ -67,16 +96,17 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[str, dict]]:
         yield f"{path} row {index}", row
 
 
-def _read_file(path: Path) -> Iterator[tuple[str, dict]]:
+def _read_file(path: Path, bad_lines: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     kind = FILE_TYPES[path.suffix]
     if kind == "jsonl":
-        return read_jsonl(path)
+        return read_jsonl(path, bad_lines)
     if kind == "json":
         return _read_json(path)
     return _read_with_datasets(path, kind)
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
+    check_utf8(path)
     try:
         content = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
@@ -118,11 +148,15 @@ def _rename(row: dict, columns: dict[str, str], where: str) -> dict:
     return renamed
 
 
-def read_records(key: str, path_or_name: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
-    """(where, row) of every row of a local file, a directory of files, or a hub dataset."""
+def read_records(key: str, path_or_name: str, subset: str | None, split: str,
+                 bad_lines: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """(where, row) of every row of a local file, a directory of files, or a hub dataset.
+
+    With ``bad_lines``, JSON Lines that cannot be read (not UTF-8, not JSON) are recorded there and skipped.
+    """
     path = Path(path_or_name).expanduser()
     if path.exists():
-        return (rec for f in _files_of(path) for rec in _read_file(f))
+        return (rec for f in _files_of(path) for rec in _read_file(f, bad_lines))
     if _looks_local(path_or_name):
         raise DataError(f"{key}.path: file or directory '{path_or_name}' does not exist")
     return _read_hub(key, path_or_name, subset, split)
@@ -131,7 +165,9 @@ def read_records(key: str, path_or_name: str, subset: str | None, split: str) ->
 def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
     """Read and validate every row of one configured source (a ``SourceConfig`` at config key ``key``)."""
     name = key
-    records = read_records(key, source.path, source.subset, source.split)
+    unreadable: list[str] = []
+    records = read_records(key, source.path, source.subset, source.split,
+                           bad_lines=unreadable if skip_invalid_rows else None)
 
     fmt = source.format
     if fmt is not None and fmt not in FORMATS:
@@ -162,6 +198,7 @@ def read_source(key: str, source, skip_invalid_rows: bool) -> SourceRows:
             for earlier in unknown:  # now validated (and reported) against the inferred format
                 validate(*earlier)
         validate(where, raw)
+    errors = unreadable + errors
     if fmt is None and unknown:
         where, raw = unknown[0]
         raise DataError(

@@ -45,12 +45,24 @@ def eval_group_config(name: str):
         return compose(config_name="config", overrides=[f"eval={name}", "~recipe"])
 
 
-def run_config(run_dir: Path):
-    """The run's resolved config.yaml, validated against the schema."""
+def run_config(run_dir: Path, trust_remote_code: bool = False):
+    """The run's resolved config.yaml, validated against the schema.
+
+    A run directory may come from someone else: its ``model.trust_remote_code`` is never honoured;
+    only align-eval's own ``--trust-remote-code`` turns remote code on.
+    """
     from align_train.paths import register_resolvers
 
     register_resolvers()
-    return OmegaConf.merge(OmegaConf.structured(AlignConfig), OmegaConf.load(run_dir / "config.yaml"))
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(AlignConfig), OmegaConf.load(run_dir / "config.yaml"))
+    except Exception as err:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: not a readable align-train config ({err})") from None
+    if cfg.model.trust_remote_code and not trust_remote_code:
+        print(f"[align-eval] {run_dir}: its config.yaml sets model.trust_remote_code=true; align-eval ignores that "
+              "(pass --trust-remote-code to allow the model's own code)", file=sys.stderr)
+    cfg.model.trust_remote_code = bool(trust_remote_code)
+    return cfg
 
 
 def with_overrides(eval_cfg, overrides: list[str]):
@@ -64,14 +76,16 @@ def with_overrides(eval_cfg, overrides: list[str]):
 
 
 def load_for_eval(path: str, model_cfg):
-    """A model directory, checkpoint or hub id with its tokenizer; LoRA adapters load onto their base."""
-    from align_train.models import DTYPES, load_model, load_tokenizer
+    """A model directory, checkpoint or hub id with its tokenizer; LoRA adapters load onto their base.
+
+    Weights load from safetensors only, adapters included: a directory that offers only pickled
+    weights (adapter_model.bin, pytorch_model.bin) is refused rather than unpickled.
+    """
+    from align_train.models import load_model, load_tokenizer
 
     local = Path(path)
     if (local / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[model_cfg.dtype])
+        model = load_lora_adapter(local, model_cfg)
     else:
         model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": path, "init": "pretrained"}))
         fold_nest_checkpoint(model, local)
@@ -79,6 +93,39 @@ def load_for_eval(path: str, model_cfg):
     has_tokenizer = (local / "tokenizer_config.json").is_file() or not local.exists()
     source = path if has_tokenizer else (model_cfg.tokenizer or model_cfg.name_or_path)
     return model, load_tokenizer(OmegaConf.merge(model_cfg, {"tokenizer": source}))
+
+
+def load_lora_adapter(directory: Path, model_cfg):
+    """The adapter's base model (safetensors, no remote code unless asked) with the adapter on it."""
+    from peft import PeftModel
+
+    from align_train.models import load_model
+
+    if not (directory / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{directory}: the adapter's weights are not in adapter_model.safetensors (a pickled "
+                          "adapter_model.bin is never loaded); save it with safe_serialization=True")
+    base = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{directory / 'adapter_config.json'}: names no base_model_name_or_path")
+    model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": base, "init": "pretrained"}))
+    return PeftModel.from_pretrained(model, str(directory))
+
+
+def check_target(path: str) -> None:
+    """A path align-eval scores: a run directory, a model or checkpoint directory, or a hub id; else say so."""
+    local = Path(path).expanduser()
+    expected = ("expected a run directory (with config.yaml), a model or checkpoint directory (config.json or "
+                "adapter_config.json) or a hub model id")
+    if local.is_file():
+        raise ConfigError(f"{path}: is a file; {expected}")
+    if local.is_dir():
+        if not any((local / name).is_file() for name in ("config.yaml", "config.json", "adapter_config.json")):
+            shown = ", ".join(sorted(p.name for p in local.iterdir())[:6]) or "nothing"
+            raise ConfigError(f"{path}: holds {shown}; {expected}")
+        return
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
+    if looks_local:
+        raise ConfigError(f"{path}: does not exist; {expected}")
 
 
 def fold_nest_checkpoint(model, directory: Path) -> None:
@@ -117,8 +164,9 @@ def heldout_of(cfg) -> dict:
     return load_data(cfg.data, objective.accepts, objective.name).heldout
 
 
-def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force: bool) -> list[dict]:
-    cfg = run_config(run_dir)
+def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force: bool,
+              trust_remote_code: bool = False) -> list[dict]:
+    cfg = run_config(run_dir, trust_remote_code)
     if eval_name:
         cfg.eval = eval_group_config(eval_name).eval
     cfg.eval = with_overrides(cfg.eval, overrides)
@@ -140,8 +188,9 @@ def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force:
     return records
 
 
-def score_model(path: str, eval_name: str, overrides: list[str], out_dir: Path) -> dict:
+def score_model(path: str, eval_name: str, overrides: list[str], out_dir: Path, trust_remote_code: bool = False) -> dict:
     cfg = OmegaConf.merge(OmegaConf.structured(AlignConfig), eval_group_config(eval_name))
+    cfg.model.trust_remote_code = bool(trust_remote_code)
     cfg.eval = with_overrides(cfg.eval, overrides)
     for name in ("preference", "perplexity"):  # no run, so no held-out split: these need their own data
         suite = getattr(cfg.eval, name)
@@ -234,14 +283,18 @@ def score_main(argv: list[str]) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an eval key")
     parser.add_argument("--out", default=None, help="where a bare model's or a comparison's results go")
     parser.add_argument("--force", action="store_true", help="score steps that already have a result again")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let the model's own code run (never taken from a run directory's config)")
     args = parser.parse_args(argv)
+    for path in args.paths:
+        check_target(path)
 
     runs = [Path(p) for p in args.paths if (Path(p) / "config.yaml").is_file()]
     models = [p for p in args.paths if not (Path(p) / "config.yaml").is_file()]
     columns: dict[str, dict] = {}
     all_steps: dict[str, list[dict]] = {}
     for run in runs:
-        records = score_run(run, args.eval, args.set, args.force)
+        records = score_run(run, args.eval, args.set, args.force, args.trust_remote_code)
         all_steps[str(run)] = records
         if len(runs) == 1 and not models:
             columns.update({f"step {r['step']}": r for r in records})
@@ -249,7 +302,7 @@ def score_main(argv: list[str]) -> None:
             columns[str(run)] = records[-1]
     for path in models:
         out_dir = Path(args.out or f"eval-{Path(path).name or 'model'}")
-        record = score_model(path, args.eval or "tiny", args.set, out_dir)
+        record = score_model(path, args.eval or "tiny", args.set, out_dir, args.trust_remote_code)
         columns[path] = brief(record)
         written = out_dir / f"step-{record['step']}.json"
         print(f"[align-eval] {path}: {written}", file=sys.stderr)

@@ -375,7 +375,15 @@ def _prompt_text(cell) -> str:
 
 def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:
     """(where, row) of a .csv ("row N", N from 1 after the header) or .jsonl ("line N"), and the columns."""
+    from align_train.data.sources import check_utf8, read_jsonl
+    from align_train.errors import DataError
+
     if path.suffix == ".csv":
+        try:
+            check_utf8(path)
+        except DataError as err:
+            raise ValueError(str(err)) from None
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long response is a big cell, not an error
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             rows = [(f"row {number}", row) for number, row in enumerate(reader, start=1)]
@@ -383,9 +391,6 @@ def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:
                 if None in row:  # DictReader's key for cells beyond the header
                     raise ValueError(f"{path} {where}: more cells than the header has columns")
             return rows, list(reader.fieldnames or [])
-    from align_train.data.sources import read_jsonl
-    from align_train.errors import DataError
-
     rows, columns = [], {}
     try:
         for where, row in read_jsonl(path):

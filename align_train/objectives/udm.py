@@ -116,7 +116,7 @@ def load_embedding_model(name_or_path: str):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path, use_safetensors=True)  # never a pickle
     except (OSError, ValueError) as err:
         raise DataError(f"objective.udm.embedding_model: cannot load '{name_or_path}': {err}") from None
     if tokenizer.pad_token_id is None:
