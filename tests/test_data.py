@@ -149,9 +149,13 @@ def test_malformed_json_line_reports_file_and_physical_line(tmp_path):
     )
     assert path.read_text().splitlines()[2].startswith('{"prompt": "a"')
     with pytest.raises(DataError) as err:
-        read_source("data.train.a", SourceConfig(path=str(path)), skip_invalid_rows=True)
+        read_source("data.train.a", SourceConfig(path=str(path)), skip_invalid_rows=False)
     message = str(err.value)
     assert f"{path} line 3:" in message and "not valid JSON" in message
+    # skip_invalid_rows skips (and reports) a line that is not JSON like any other invalid row
+    src = read_source("data.train.a", SourceConfig(path=str(path)), skip_invalid_rows=True)
+    assert len(src.rows) == 2 and len(src.skipped) == 1
+    assert f"{path} line 3:" in src.skipped[0] and "not valid JSON" in src.skipped[0]
 
 
 def test_jsonl_line_that_is_not_an_object(tmp_path):

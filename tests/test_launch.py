@@ -26,7 +26,7 @@ from align_train.errors import ConfigError
 from align_train.launch.checks import Launch, check_launch, launch_from_accelerate_config, launch_from_env
 from align_train.nonfinite import NonFiniteLoss
 from align_train.paths import PROJECT_ROOT
-from align_train.run_dir import COMPLETE_MARKER, checkpoints, is_complete_checkpoint, resolve_resume
+from align_train.run_dir import COMPLETE_MARKER, checkpoint_problem, checkpoints, is_complete_checkpoint, resolve_resume
 from tests.conftest import compose_config, run_recipe
 
 STEPS = 6
@@ -277,10 +277,11 @@ def test_sbatch_script_for_two_nodes(tmp_path):
                  "NUM_PROCESSES=$((NODES * GPUS_PER_NODE))",
                  'MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
                  '--machine_rank "$SLURM_NODEID"', '--num_machines "$NODES" --num_processes "$NUM_PROCESSES"',
+                 '--config_file "$ACCELERATE_CONFIG"',
                  '--main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT"'):
         assert line in script, line
     assert "deepspeed_zero3.yaml" in script and "{{" not in script
-    assert ("'objective.loss_type=[sigmoid,sft]'" in script and '"output_dir=runs/tiny-dpo/slurm-${SLURM_JOB_ID}"'
+    assert ("'objective.loss_type=[sigmoid,sft]'" in script and 'output_dir=runs/tiny-dpo/slurm-"${SLURM_JOB_ID}"'
             in script and script.rstrip().endswith('-m align_train "${ALIGN_ARGS[@]}"') and "resume=true)" in script)
 
 
@@ -377,7 +378,9 @@ def test_kill_during_a_checkpoint_leaves_the_previous_one_for_resume(tmp_path):
     partial = tmp_path / "checkpoint-4"
     # Everything but the end of trainer_state.json is there: the old rule (trainer state + weights) took it.
     assert (partial / "model.safetensors").is_file() and (partial / "trainer_state.json").is_file()
-    assert is_complete_checkpoint(partial, marked=False) and not (partial / COMPLETE_MARKER).exists()
+    # Named explicitly, the checkpoint is still refused: its trainer state is cut short (the marker is missing too).
+    assert "trainer_state.json" in checkpoint_problem(partial, marked=False)
+    assert not is_complete_checkpoint(partial) and not (partial / COMPLETE_MARKER).exists()
     assert (tmp_path / "checkpoint-2" / COMPLETE_MARKER).is_file()
     assert resolve_resume(True, tmp_path) == str(tmp_path / "checkpoint-2")
     result = run_recipe(tmp_path, *steps[:-1], "resume=true")
