@@ -70,6 +70,14 @@ def named(default):
     return field(default=default, metadata={"pattern": NAME})
 
 
+def trl(default=None, factory=None, bound: Bound | None = None):
+    """A setting passed unchanged to the objective's TRL config under the same name (checked against TRL's fields)."""
+    metadata = {"trl": True, **({"bound": bound} if bound is not None else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 def free_text(default=None):
     """Text that may span lines (a prompt template); other settings may not hold control characters."""
     return field(default=default, metadata={"multiline": True})
@@ -138,7 +146,7 @@ class SFTObjectiveConfig(ObjectiveConfig):
     """Supervised fine-tuning through TRL's SFTTrainer."""
 
     name: str = "sft"
-    packing: bool = False
+    packing: bool = trl(False)
     # Train on assistant turns only (chat data); needs a chat template with generation markers.
     assistant_only_loss: bool = True
     # Prompt/completion data: train on the completion only (None = TRL's default, True).
@@ -154,11 +162,11 @@ class MidtrainObjectiveConfig(ObjectiveConfig):
     """
 
     name: str = "midtrain"
-    packing: bool = True  # documents are concatenated into max_length blocks: no padding wasted
+    packing: bool = trl(True)  # documents are concatenated into max_length blocks: no padding wasted
     # TRL's packing strategy. "wrapped" (default): documents joined by EOS and cut into blocks, as in
     # pre-training, with any attention implementation. "bfd" / "bfd_split": best-fit, padding-free; documents
     # stay apart only under FlashAttention (elsewhere they attend across boundaries).
-    packing_strategy: str = "wrapped"
+    packing_strategy: str = trl("wrapped")
 
 
 @dataclass
@@ -166,22 +174,22 @@ class DPOObjectiveConfig(ObjectiveConfig):
     """Direct preference optimisation and its variants through TRL's DPOTrainer."""
 
     name: str = "dpo"
-    beta: float = bounded(0.1, POSITIVE)
+    beta: float = trl(0.1, bound=POSITIVE)
     # One or several of TRL's loss types; several are combined with loss_weights (e.g. MPO).
-    loss_type: List[str] = field(default_factory=lambda: ["sigmoid"])
-    loss_weights: Optional[List[float]] = None
-    label_smoothing: float = bounded(0.0, Bound(0, 0.5))  # robust / exo / cDPO
-    ld_alpha: Optional[float] = bounded(None, UNIT)  # LD-DPO length desensitisation
-    f_divergence_type: str = "reverse_kl"
-    f_alpha_divergence_coef: float = bounded(0.5, POSITIVE)
-    discopop_tau: float = bounded(0.05, POSITIVE)
-    use_weighting: bool = False
+    loss_type: List[str] = trl(factory=lambda: ["sigmoid"])
+    loss_weights: Optional[List[float]] = trl(None)
+    label_smoothing: float = trl(0.0, bound=Bound(0, 0.5))  # robust / exo / cDPO
+    ld_alpha: Optional[float] = trl(None, bound=UNIT)  # LD-DPO length desensitisation
+    f_divergence_type: str = trl("reverse_kl")
+    f_alpha_divergence_coef: float = trl(0.5, bound=POSITIVE)
+    discopop_tau: float = trl(0.05, bound=POSITIVE)
+    use_weighting: bool = trl(False)
     # Reference log-probs computed once before training: no reference model in memory while training.
-    precompute_ref_log_probs: bool = False
-    padding_free: bool = False
-    sync_ref_model: bool = False
-    ref_model_mixup_alpha: float = bounded(0.6, UNIT)
-    ref_model_sync_steps: int = bounded(512, COUNT)
+    precompute_ref_log_probs: bool = trl(False)
+    padding_free: bool = trl(False)
+    sync_ref_model: bool = trl(False)
+    ref_model_mixup_alpha: float = trl(0.6, bound=UNIT)
+    ref_model_sync_steps: int = trl(512, bound=COUNT)
 
 
 @dataclass
@@ -189,11 +197,11 @@ class KTOObjectiveConfig(ObjectiveConfig):
     """Kahneman-Tversky optimisation on unpaired thumbs-up / thumbs-down data via TRL's KTOTrainer."""
 
     name: str = "kto"
-    beta: float = bounded(0.1, POSITIVE)
-    loss_type: str = "kto"  # kto | apo_zero_unpaired
-    desirable_weight: float = bounded(1.0, POSITIVE)
-    undesirable_weight: float = bounded(1.0, POSITIVE)
-    precompute_ref_log_probs: bool = False
+    beta: float = trl(0.1, bound=POSITIVE)
+    loss_type: str = trl("kto")  # kto | apo_zero_unpaired
+    desirable_weight: float = trl(1.0, bound=POSITIVE)
+    undesirable_weight: float = trl(1.0, bound=POSITIVE)
+    precompute_ref_log_probs: bool = trl(False)
 
 
 @dataclass
@@ -220,9 +228,46 @@ class BCOObjectiveConfig(ObjectiveConfig):
     """Binary classifier optimisation on thumbs-up / thumbs-down feedback (ours: TRL 1.16 has no BCO trainer)."""
 
     name: str = "bco"
-    beta: float = bounded(0.1, POSITIVE)
-    precompute_ref_log_probs: bool = False
+    beta: float = trl(0.1, bound=POSITIVE)
+    precompute_ref_log_probs: bool = trl(False)
     udm: UDMConfig = field(default_factory=UDMConfig)
+
+
+@dataclass
+class SimPOObjectiveConfig(ObjectiveConfig):
+    """SimPO (Meng et al. 2024): reference-free; the length-normalised log-prob margin must exceed gamma / beta.
+
+    loss = -log sigmoid(beta * (mean log p(chosen) - mean log p(rejected)) - gamma)
+    """
+
+    name: str = "simpo"
+    beta: float = bounded(2.0, POSITIVE)  # the paper's range: 2.0 - 2.5
+    gamma: float = bounded(1.0, NON_NEGATIVE)  # target reward margin (the paper keeps gamma / beta near 0.5)
+    label_smoothing: float = bounded(0.0, Bound(0, 0.5, high_open=True))
+
+
+@dataclass
+class ORPOObjectiveConfig(ObjectiveConfig):
+    """ORPO (Hong et al. 2024): NLL of the chosen answer minus beta x the log-sigmoid of the odds ratio; no reference.
+
+    loss = NLL(chosen) - beta * log sigmoid(log odds(chosen) - log odds(rejected)), odds from mean token log-probs
+    """
+
+    name: str = "orpo"
+    beta: float = bounded(0.1, POSITIVE)  # the paper's lambda
+
+
+@dataclass
+class CPOObjectiveConfig(ObjectiveConfig):
+    """CPO (Xu et al. 2024): a DPO-like loss without a reference, plus a behaviour-cloning NLL on the chosen answer.
+
+    loss = -log sigmoid(beta * (log p(chosen) - log p(rejected))) + alpha * NLL(chosen)
+    """
+
+    name: str = "cpo"
+    beta: float = bounded(0.1, POSITIVE)
+    alpha: float = bounded(1.0, NON_NEGATIVE)  # weight of the behaviour-cloning term (TRL's cpo_alpha)
+    label_smoothing: float = bounded(0.0, Bound(0, 0.5, high_open=True))
 
 
 # --------------------------------------------------------------------------- tuning strategies
@@ -318,14 +363,6 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
-@dataclass
-class SummaryConfig:
-    """Headline metrics on the held-out split, measured before and after training."""
-
-    enabled: bool = True
-    max_examples: int = bounded(64, COUNT)  # held-out rows scored (preference accuracy / perplexity)
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -380,6 +417,9 @@ class LikelihoodSuiteConfig:
     path: Optional[str] = None  # a data file in one of the formats; None: the run's held-out split
     max_examples: int = bounded(64, COUNT)
     batch_size: int = bounded(8, COUNT)
+    # true: a run without held-out rows of the kind this suite needs skips it (the default before / after
+    # suites); false: that is an error.
+    skip_without_data: bool = False
 
 
 @dataclass
@@ -471,7 +511,6 @@ class AlignConfig:
     tuning: Any = MISSING  # one of TUNING_SCHEMAS
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    summary: SummaryConfig = field(default_factory=SummaryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_name: str = named("run")  # names the run directory, the SLURM job, the tracker run
     output_dir: str = MISSING
@@ -488,6 +527,9 @@ OBJECTIVE_SCHEMAS: Dict[str, type] = {
     "dpo": DPOObjectiveConfig,
     "kto": KTOObjectiveConfig,
     "bco": BCOObjectiveConfig,
+    "simpo": SimPOObjectiveConfig,
+    "orpo": ORPOObjectiveConfig,
+    "cpo": CPOObjectiveConfig,
 }
 
 TUNING_SCHEMAS: Dict[str, type] = {

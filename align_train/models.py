@@ -18,16 +18,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 INITS = ("pretrained", "random")
 
 
-def load_tokenizer(model_cfg) -> PreTrainedTokenizerBase:
-    """The tokenizer, with a pad token guaranteed (batched training and generation need one)."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_cfg.tokenizer or model_cfg.name_or_path,
-        revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
+def ensure_pad_token(tokenizer) -> PreTrainedTokenizerBase:
+    """Batched training, scoring and generation need a pad token; models often ship without one (EOS serves)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(model_cfg) -> PreTrainedTokenizerBase:
+    """The tokenizer, with a pad token guaranteed."""
+    return ensure_pad_token(AutoTokenizer.from_pretrained(
+        model_cfg.tokenizer or model_cfg.name_or_path,
+        revision=model_cfg.revision,
+        trust_remote_code=model_cfg.trust_remote_code,
+    ))
 
 
 def load_model(model_cfg) -> PreTrainedModel:

@@ -24,13 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from align_train import console
+from align_train.composition import compose
 from align_train.errors import ConfigError
-from align_train.paths import CONF_DIR
-from align_train.run_dir import write_json
+from align_train.run_dir import RunDir, write_json
 
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # Keys the pipeline owns for each stage; such command-line overrides would be ambiguous.
@@ -57,17 +56,6 @@ def _head(override: str) -> str:
     return re.split(r"[./@]", _key(override), maxsplit=1)[0]
 
 
-def _compose(overrides: list[str]):
-    if GlobalHydra.instance().is_initialized():  # inside the align-train app: its search path
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def stage_dir(run_dir: Path, index: int, name: str) -> Path:
-    return run_dir / "stages" / f"{index}-{name}"
-
-
 def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]]:
     """(index, stage, composed config) for every enabled stage, each checked; nothing loads."""
     from align_train.train import validate_config
@@ -78,7 +66,7 @@ def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]
 
     base = [o for o in overrides if _head(o) not in OWNED]
     names = [s.name for s in cfg.stages]
-    run_dir = Path(cfg.output_dir)
+    run_dir = RunDir(cfg.output_dir)
     composed = []
     for i, stage in enumerate(cfg.stages):
         where = f"stages[{i}]"
@@ -93,10 +81,10 @@ def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]
             raise ConfigError(f"{where}.overrides: {owned} are set by the pipeline itself")
         check_selected(list(stage.overrides))
         try:
-            stage_cfg = _compose(list(stage.overrides) + base + [
-                f"output_dir={stage_dir(run_dir, i, stage.name)}", f"run_name={cfg.run_name}-{stage.name}", "stages=[]",
+            stage_cfg = compose(list(stage.overrides) + base + [
+                f"output_dir={run_dir.stage(i, stage.name)}", f"run_name={cfg.run_name}-{stage.name}", "stages=[]",
             ])
-        except Exception as err:  # Hydra's composition errors name the override; add the stage
+        except ConfigError as err:  # composition errors name the override; add the stage
             raise ConfigError(f"{where} ('{stage.name}'): {err}") from err
         try:
             validate_config(stage_cfg)
@@ -113,50 +101,44 @@ def compose_stages(cfg, overrides: list[str]) -> list[tuple[int, object, object]
     return composed
 
 
-def final_model_of(run_dir: Path) -> Path:
-    """The directory the next stage loads: the merged model of a LoRA stage, else final/."""
-    merged = run_dir / "final-merged"
-    return merged if merged.is_dir() else run_dir / "final"
-
-
 def run_pipeline(cfg, overrides: list[str]) -> list[StageResult]:
     """Run (or skip, when complete) each enabled stage in order; print and write the pipeline summary."""
     from align_train.train import run
 
     from align_train.run_dir import RunOwnership, Start
 
-    run_dir = Path(cfg.output_dir)
+    run_dir = RunDir(cfg.output_dir)
     composed = compose_stages(cfg, overrides)
-    with RunOwnership(run_dir, Start()) as owner:  # one pipeline at a time in a directory
+    with RunOwnership(run_dir.root, Start()) as owner:  # one pipeline at a time in a directory
         owner.committed = True
         if owner.state.is_main_process:
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            OmegaConf.save(cfg, run_dir.config, resolve=True)
         return _run_stages(composed, run_dir, run)
 
 
-def _run_stages(composed, run_dir: Path, run) -> list[StageResult]:
+def _run_stages(composed, run_dir: RunDir, run) -> list[StageResult]:
+    from align_train.tuning import make_tuning
+
     started = time.time()
     previous: Path | None = None
     results: list[StageResult] = []
     for i, stage, stage_cfg in composed:
-        out = Path(stage_cfg.output_dir)
+        out = RunDir(stage_cfg.output_dir)
         if previous is not None:
             stage_cfg.model.name_or_path = str(previous)
         start_model = stage_cfg.model.name_or_path
-        summary_file = out / "summary.json"
-        if summary_file.is_file():
-            summary = json.loads(summary_file.read_text())
+        if out.is_complete():
+            summary = json.loads(out.summary.read_text())
             status = "skipped"
-            print(f"[align-train] pipeline: stage {i} '{stage.name}' is complete ({summary_file}); skipping",
-                  flush=True)
+            console.log(f"stage {i} '{stage.name}' is complete ({out.summary}); skipping", topic="pipeline")
         else:
-            print(f"[align-train] pipeline: stage {i} '{stage.name}' ({stage_cfg.objective.name} + "
-                  f"{stage_cfg.tuning.name}) from {start_model}", flush=True)
+            console.log(f"stage {i} '{stage.name}' ({stage_cfg.objective.name} + {stage_cfg.tuning.name}) from "
+                        f"{start_model}", topic="pipeline")
             summary = run(stage_cfg).__dict__
             status = "ran"
-        previous = final_model_of(out)
+        previous = make_tuning(stage_cfg.tuning).final_model(out)
         results.append(StageResult(i, stage.name, str(out), start_model, str(previous), status, summary))
-    write_json(run_dir / "pipeline.json", {
+    write_json(run_dir.pipeline, {
         "stages": [r.__dict__ for r in results],
         "seconds": time.time() - started,
     })
@@ -164,7 +146,7 @@ def _run_stages(composed, run_dir: Path, run) -> list[StageResult]:
     return results
 
 
-def render(results: list[StageResult], run_dir: Path) -> str:
+def render(results: list[StageResult], run_dir) -> str:
     lines = ["", "=" * 72, f"align-train pipeline: {len(results)} stage(s)"]
     for r in results:
         s = r.summary

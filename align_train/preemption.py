@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from align_train.distributed import any_process
 from align_train.errors import AlignTrainError
+from align_train.run_dir import RunDir
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # EX_TEMPFAIL: "try again later"; what a preempted run is. The CLI exits with it.
@@ -81,7 +82,7 @@ def stop_after_preemption(callback: PreemptionCallback, run_dir: Path, is_main_p
         from align_train.launch.slurm import requeue
 
         requeued = f"; {requeue(job_id)}"
-    checkpoint = Path(run_dir) / f"checkpoint-{callback.stopped_at}"
+    checkpoint = RunDir(run_dir).checkpoint(callback.stopped_at)
     raise Preempted(
         f"a signal arrived; saved {checkpoint} after step {callback.stopped_at} and stopped{requeued}. "
         "Run again with resume=true to continue from it."

@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,67 @@ LOCK_FILE = ".align-train.lock"
 SEGMENTS = "segments"
 # Keys that differ between segments by design (a resume sets resume=true).
 SEGMENT_KEYS_IGNORED = ("resume",)
+
+
+class RunDir:
+    """The layout of one run directory: every file and folder a run writes is named here and nowhere else.
+
+    Plug-ins keep their own artifacts in it under names of their own (``file(name)``).
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def file(self, name: str) -> Path:
+        return self.root / name
+
+    config = property(lambda self: self.root / "config.yaml")
+    run_info = property(lambda self: self.root / "run_info.json")
+    data_report = property(lambda self: self.root / "data_report.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    summary = property(lambda self: self.root / "summary.json")
+    final = property(lambda self: self.root / "final")
+    final_merged = property(lambda self: self.root / "final-merged")
+    eval_dir = property(lambda self: self.root / "eval")
+    eval_summary = property(lambda self: self.root / "eval" / "summary.json")
+    pipeline = property(lambda self: self.root / "pipeline.json")
+    lock = property(lambda self: self.root / LOCK_FILE)
+    segments = property(lambda self: self.root / SEGMENTS)
+    hydra = property(lambda self: self.root / ".hydra")
+
+    def checkpoint(self, step: int) -> Path:
+        return self.root / f"checkpoint-{step}"
+
+    def stage(self, index: int, name: str) -> "RunDir":
+        """A pipeline stage's own run directory."""
+        return RunDir(self.root / "stages" / f"{index}-{name}")
+
+    def checkpoints(self) -> list[Path]:
+        """Complete, intact checkpoints in step order."""
+        return checkpoints(self.root)
+
+    def last_checkpoint(self) -> str | None:
+        return last_checkpoint(self.root)
+
+    def is_run(self) -> bool:
+        """Whether the directory holds an align-train run (a config, checkpoints, a lock...)."""
+        return self.root.is_dir() and bool(run_contents(self.root))
+
+    def is_complete(self) -> bool:
+        """A run that finished: its summary is written last."""
+        return self.summary.is_file()
+
+    def final_step(self) -> int | None:
+        return json.loads(self.summary.read_text())["steps"] if self.is_complete() else None
 
 
 class RunDirBusy(ConfigError):
@@ -542,6 +604,18 @@ def read_metrics(path: Path) -> list[dict]:
             continue
         records.append(record)
     return records
+
+
+@contextmanager
+def io_errors_named(run_dir: Path):
+    """A full (or read-only) disk met while the run writes becomes an error naming it; others pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        reported = reported_io_error(err, Path(run_dir))
+        if reported is None:
+            raise
+        raise reported from err
 
 
 def reported_io_error(err: BaseException, run_dir: Path) -> AlignTrainError | None:

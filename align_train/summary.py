@@ -1,30 +1,12 @@
-"""Headline metrics before and after training, and the short report printed at the end of a run."""
+"""The run summary: the short report printed at the end of a run and written to summary.json.
+
+Its before / after are the evaluator's scores of the starting and the final model (eval/step-N.json):
+one measurement path for the hook, align-eval and the summary.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from align_train.evaluation import perplexity, preference_metrics, preference_scores, prompt_completion_pairs
-
-
-def headline_metrics(model, tokenizer, heldout: dict[str, list[dict]], max_examples: int, max_length: int,
-                     base_scores=None) -> tuple[dict, list | None]:
-    """Preference metrics (if held-out pairs exist) and held-out completion perplexity.
-
-    Returns the metrics and the per-pair log-probs; pass the base model's log-probs as
-    ``base_scores`` after training to get the implicit-reward accuracy against the base.
-    """
-    metrics: dict[str, float] = {}
-    scores = None
-    if "preference" in heldout:
-        scores = preference_scores(model, tokenizer, heldout["preference"][:max_examples], max_length=max_length)
-        metrics.update(preference_metrics(scores, base_scores))
-    for fmt, rows in heldout.items():
-        pairs = prompt_completion_pairs(fmt, rows[:max_examples])
-        if pairs:
-            metrics["perplexity"] = perplexity(model, tokenizer, pairs, max_length=max_length)
-            break
-    return metrics, scores
 
 
 @dataclass

@@ -1,60 +1,93 @@
 """One training run, start to finish: check everything, load, train, save, summarise.
 
 The order is the contract users rely on: the config and the data are checked before any
-model is loaded, so a typo or a bad row costs seconds, not a GPU allocation. The objective
-and the tuning strategy are wired together here and nowhere else.
+model is loaded, so a typo or a bad row costs seconds, not a GPU allocation; the run directory
+is claimed before anything is written and its record written only once everything has loaded.
+The objective and the tuning strategy are wired together here and nowhere else.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
-from pathlib import Path
 
 from transformers import set_seed
 
+from align_train import console
+from align_train.config import check_config
 from align_train.data import load_data
+from align_train.distributed import on_main_process, process_state
+from align_train.errors import ConfigError, DataError
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
-from align_train.errors import ConfigError, DataError
-from align_train.distributed import on_main_process, process_state
-from align_train.launch.checks import check_launch, check_machine
+from align_train.launch.checks import Launch, check_launch, check_machine
 from align_train.models import DTYPES, INITS, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
 from align_train.objectives.base import check_choice
 from align_train.preemption import PreemptionCallback, stop_after_preemption
-from align_train.config import check_config
-from align_train.run_dir import CheckpointMarker, RunOwnership, honour_umask, plan_start, reported_io_error, write_json
-from align_train.summary import RunResult, headline_metrics
+from align_train.run_dir import (
+    CheckpointMarker,
+    RunDir,
+    RunOwnership,
+    honour_umask,
+    io_errors_named,
+    plan_start,
+    write_json,
+)
+from align_train.summary import RunResult
 from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwarg_values, check_trainer_kwargs, common_trainer_args
 from align_train.tuning import TuningStrategy, make_tuning
 
 
-def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter from the libraries drown the run's own output."""
-    import datasets
-    import huggingface_hub.utils
-    import transformers
+def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
+    """One run of the composed config; ``callbacks`` are extra TrainerCallbacks (e.g. a profiler or timer).
 
-    datasets.disable_progress_bars()
-    huggingface_hub.utils.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    ``overrides`` (the command line, when Hydra composed the config) are recorded with the run.
+    """
+    started = time.time()
+    quiet_libraries()
+    objective, tuning, launch = validate_config(cfg, process_state().num_processes)
+    check_machine(cfg)
+    run_dir = RunDir(cfg.output_dir)
+    # Decided once, before anything is written: a refused start changes nothing on disk.
+    start = on_main_process(lambda: plan_start(run_dir.root, cfg.resume))
+    for note in start.notes:
+        console.log(note)
+    with RunOwnership(run_dir.root, start) as owner, io_errors_named(run_dir.root):
+        data = load_data(cfg.data, objective.accepts, objective.name)
+        evaluator = make_evaluator(cfg, run_dir, data.heldout)  # its prompts and judges load before the model
+        tokenizer = load_tokenizer(cfg.model)
+        announce_data(data, objective.check_data(data, tokenizer))
+        configure_logger(cfg.logger, run_dir.root)
+        set_seed(cfg.train.seed)
+        model = load_model(cfg.model)
+        reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
+        record_start(owner, cfg, data, overrides)  # everything has loaded: from here on the run writes its record
+        data = objective.prepare(model, tokenizer, data, run_dir)
+        tuning.prepare(model, tokenizer, run_dir.root)
+        trainer, preemption = build_trainer(cfg, objective, tuning, tuning.apply(model), reference, tokenizer, data,
+                                            run_dir, callbacks)
+        if evaluator is not None:
+            trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics, sharded=launch.sharded,
+                                                    report_wandb=cfg.logger.name == "wandb"))
+        train(trainer, preemption, start.resume_from, run_dir)
+        if data.eval is not None:
+            trainer.evaluate()
+        saved = save_final(trainer, tuning, run_dir)
+        return summarise(cfg, objective, tuning, trainer, data, saved, run_dir, start.resume_from, started)
 
 
-def log(message: str) -> None:
-    if process_state().is_main_process:
-        print(f"[align-train] {message}", file=sys.stderr, flush=True)
+# --------------------------------------------------------------------------- before anything loads
 
 
-def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, TuningStrategy]:
+def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, TuningStrategy, Launch]:
     """Every check that needs nothing loaded; raises ConfigError naming the key.
 
     ``launch`` describes the launcher (from an accelerate config, for align-launch); by default it is
-    read from the environment the launcher gave this process.
+    read from the environment the launcher gave this process. Returned with the plug-ins: whether
+    the run is sharded is answered there, once.
     """
     check_config(cfg)  # closed (no unknown key, '+' included), finite, in the declared bounds
     objective = make_objective(cfg.objective)
@@ -75,8 +108,75 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     if getattr(cfg.objective, "sync_ref_model", False) and tuning.provides_reference:
         raise ConfigError(f"objective.sync_ref_model=true updates a reference copy, but tuning={tuning.name} uses the "
                           "adapter-disabled base as the reference (there is no copy to update)")
-    check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) or machine cannot run
-    return objective, tuning
+    launch = check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) cannot run
+    tuning.check_launch(launch)
+    return objective, tuning, launch
+
+
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter from the libraries drown the run's own output."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def make_evaluator(cfg, run_dir: RunDir, heldout) -> Evaluator | None:
+    """The evaluation hook's evaluator, when the run scores inline (``eval.enabled`` and ``eval.inline``)."""
+    if not (cfg.eval.enabled and cfg.eval.inline):
+        return None
+    return Evaluator(cfg.eval, RunDir(run_dir).eval_dir, heldout=heldout, max_length=cfg.model.max_length)
+
+
+def announce_data(data, warnings_found: list[str]) -> None:
+    for warning in warnings_found:
+        console.log(f"warning: {warning}")
+    if data.report["skipped_rows"]:
+        console.log(f"skipped {data.report['skipped_rows']} invalid row(s) (data.skip_invalid_rows=true); see "
+                    "data_report.json")
+    console.log(f"data: {data.report['train_rows']} train / {data.report['eval_rows']} held-out rows, "
+                f"format {data.format}")
+
+
+def record_start(owner: RunOwnership, cfg, data, overrides) -> None:
+    changes = owner.commit(cfg, process_state().num_processes, overrides)
+    if changes:
+        console.log(f"resuming with settings changed since the last segment (kept in segments/): {'; '.join(changes)}")
+    if process_state().is_main_process:
+        write_json(RunDir(owner.run_dir).data_report, data.report)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def training_callbacks(cfg, run_dir) -> tuple[list, PreemptionCallback]:
+    """The run's own callbacks; the marker first, so a checkpoint counts as complete before slower on_save work."""
+    preemption = PreemptionCallback()
+    return [CheckpointMarker(keep=cfg.train.save_total_limit), preemption,
+            JsonlMetricsCallback(RunDir(run_dir).metrics)], preemption
+
+
+def make_guard(cfg, run_dir) -> NonFiniteGuard:
+    return NonFiniteGuard(RunDir(run_dir).root, skip=cfg.train.skip_nonfinite_steps)
+
+
+def build_trainer(cfg, objective, tuning, model, reference, tokenizer, data, run_dir: RunDir, callbacks):
+    """The objective's TRL trainer with the strategy's extras, the run's callbacks and the non-finite guard."""
+    args = objective.make_args(common_trainer_args(cfg, str(run_dir), process_state().num_processes), data)
+    run_callbacks, preemption = training_callbacks(cfg, run_dir)
+    trainer = objective.build_trainer(model, reference, tokenizer, data, args, [*run_callbacks, *callbacks],
+                                      **tuning.trainer_kwargs())
+    make_guard(cfg, run_dir).watch(trainer)
+    dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
+    if dropped and process_state().is_main_process:
+        write_json(run_dir.data_report, {**data.report, "dropped_by_trainer": dropped})
+    parameters = count_parameters(trainer.model)
+    console.log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
+    return trainer, preemption
 
 
 def rows_dropped_by_trainer(trainer, data, max_length: int) -> dict:
@@ -98,164 +198,51 @@ def rows_dropped_by_trainer(trainer, data, max_length: int) -> dict:
                 f"every {split} row was removed while tokenising: their prompts alone fill model.max_length="
                 f"{max_length} tokens; raise model.max_length or shorten the prompts"
             )
-        log(f"warning: {dropped[split]} of {len(before)} {split} rows were removed while tokenising because "
-            f"their prompt alone fills model.max_length={max_length} tokens (recorded in data_report.json); "
-            f"raise model.max_length to keep them")
+        console.log(f"warning: {dropped[split]} of {len(before)} {split} rows were removed while tokenising because "
+                    f"their prompt alone fills model.max_length={max_length} tokens (recorded in data_report.json); "
+                    f"raise model.max_length to keep them")
     return dropped
 
 
-def make_evaluator(cfg, run_dir: Path, heldout) -> Evaluator | None:
-    """The evaluation hook's evaluator, when the run scores inline (``eval.enabled`` and ``eval.inline``)."""
-    if not (cfg.eval.enabled and cfg.eval.inline):
-        return None
-    return Evaluator(cfg.eval, Path(run_dir) / "eval", heldout=heldout, max_length=cfg.model.max_length)
-
-
-def summary_examples(cfg, evaluator, heldout) -> int | None:
-    """Held-out rows the run summary measures before and after, or None when it measures nothing.
-
-    With the evaluation hook on, its step 0 and final scores are the before / after: no second pass.
-    """
-    if not (cfg.summary.enabled and evaluator is None and heldout):
-        return None
-    return cfg.summary.max_examples
-
-
-def training_callbacks(cfg, run_dir: Path) -> tuple[list, PreemptionCallback]:
-    """The run's own callbacks; the marker first, so a checkpoint counts as complete before slower on_save work."""
-    preemption = PreemptionCallback()
-    return [CheckpointMarker(keep=cfg.train.save_total_limit), preemption,
-            JsonlMetricsCallback(Path(run_dir) / "metrics.jsonl")], preemption
-
-
-def make_guard(cfg, run_dir: Path) -> NonFiniteGuard:
-    return NonFiniteGuard(Path(run_dir), skip=cfg.train.skip_nonfinite_steps)
-
-
-def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
-    """One run of the composed config; ``callbacks`` are extra TrainerCallbacks (e.g. a profiler or timer).
-
-    ``overrides`` (the command line, when Hydra composed the config) are recorded with the run.
-    """
-    started = time.time()
-    quiet_libraries()
-    state = process_state()
-    objective, tuning = validate_config(cfg, state.num_processes)
-    check_machine(cfg)
-    run_dir = Path(cfg.output_dir)
-    # Decided once, before anything is written: a refused start changes nothing on disk.
-    start = on_main_process(lambda: plan_start(run_dir, cfg.resume))
-    for note in start.notes:
-        log(note)
-    with RunOwnership(run_dir, start) as owner:
-        try:
-            return _run_owned(cfg, callbacks, overrides, objective, tuning, owner, started)
-        except (OSError, RuntimeError) as err:
-            reported = reported_io_error(err, run_dir)
-            if reported is not None:
-                raise reported from err
-            raise
-
-
-def _run_owned(cfg, callbacks, overrides, objective, tuning, owner: RunOwnership, started: float) -> RunResult:
-    state = process_state()
-    run_dir = owner.run_dir
-    resume_from = owner.start.resume_from
-
-    data = load_data(cfg.data, objective.accepts, objective.name)
-    evaluator = make_evaluator(cfg, run_dir, data.heldout)  # its prompts and judges load before the model
-    tokenizer = load_tokenizer(cfg.model)
-    warnings = objective.check_data(data, tokenizer)
-    configure_logger(cfg.logger, run_dir)
-    for warning in warnings:
-        log(f"warning: {warning}")
-    if data.report["skipped_rows"]:
-        log(f"skipped {data.report['skipped_rows']} invalid row(s) (data.skip_invalid_rows=true); see data_report.json")
-    log(f"data: {data.report['train_rows']} train / {data.report['eval_rows']} held-out rows, format {data.format}")
-
-    set_seed(cfg.train.seed)
-    model = load_model(cfg.model)
-    reference = None
-    if objective.needs_reference_model() and not tuning.provides_reference:
-        reference = frozen_copy(model)
-    # Everything the run needs has loaded: from here on it writes its record.
-    changes = owner.commit(cfg, state.num_processes, overrides)
-    if changes:
-        log(f"resuming with settings changed since the last segment (kept in segments/): {'; '.join(changes)}")
-    if state.is_main_process:
-        write_json(run_dir / "data_report.json", data.report)
-    max_length = cfg.model.max_length
-    summary_rows = summary_examples(cfg, evaluator, data.heldout) if state.is_main_process else None
-    before, base_scores = {}, None
-    if summary_rows:
-        before, base_scores = headline_metrics(model, tokenizer, data.heldout, summary_rows, max_length)
-
-    tuning.prepare(model, tokenizer, run_dir)
-    model = tuning.apply(model)
-    args = objective.make_args(common_trainer_args(cfg, str(run_dir), state.num_processes), data)
-    run_callbacks, preemption = training_callbacks(cfg, run_dir)
-    trainer = objective.build_trainer(
-        model, reference, tokenizer, data, args, [*run_callbacks, *callbacks], **tuning.trainer_kwargs()
-    )
-    make_guard(cfg, run_dir).watch(trainer)
-    dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
-    if dropped and state.is_main_process:
-        write_json(run_dir / "data_report.json", {**data.report, "dropped_by_trainer": dropped})
-    if evaluator is not None:
-        sharded = trainer.is_fsdp_enabled or (
-            trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
-        )
-        trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir / "metrics.jsonl", sharded=sharded,
-                                                report_wandb=cfg.logger.name == "wandb"))
-    parameters = count_parameters(trainer.model)
-    log(f"{tuning.name} tuning: {parameters['trainable']:,} of {parameters['total']:,} parameters train")
+def train(trainer, preemption: PreemptionCallback, resume_from: str | None, run_dir: RunDir) -> None:
     if resume_from:
-        log(f"resuming from {resume_from}")
+        console.log(f"resuming from {resume_from}")
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     finally:
         preemption.restore()
-    stop_after_preemption(preemption, run_dir, state.is_main_process)
-    if data.eval is not None:
-        trainer.evaluate()
+    stop_after_preemption(preemption, run_dir.root, process_state().is_main_process)
 
-    final_dir = run_dir / "final"
-    saved = tuning.save_final(trainer, str(final_dir))
-    if state.is_main_process:
-        honour_umask(final_dir)
+
+# --------------------------------------------------------------------------- after training
+
+
+def save_final(trainer, tuning: TuningStrategy, run_dir: RunDir) -> str:
+    saved = tuning.save_final(trainer, run_dir)
+    if process_state().is_main_process:
+        honour_umask(run_dir.final)
         # The trainer pickles its arguments beside the weights; the final directory stays pickle-free
         # (config.yaml in the run directory records every setting).
-        (final_dir / "training_args.bin").unlink(missing_ok=True)
-    after = {}
-    if summary_rows and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-        after, _ = headline_metrics(policy, tokenizer, data.heldout, summary_rows, max_length, base_scores=base_scores)
+        (run_dir.final / "training_args.bin").unlink(missing_ok=True)
+    return saved
 
-    evaluations = [brief(r) for r in evaluation_records(run_dir / "eval")]
+
+def summarise(cfg, objective, tuning, trainer, data, saved: str, run_dir: RunDir, resume_from, started) -> RunResult:
+    """The run summary: what trained on what, and the evaluator's scores of the start and the final model."""
+    evaluations = [brief(r) for r in evaluation_records(run_dir.eval_dir)]
     scored = [r for r in evaluations if headline(r)]
-    if scored:  # the hook's scores of the starting and the final model are the run's before / after
-        before = headline(scored[0]) if scored[0]["step"] == 0 else {}
-        after = headline(scored[-1]) if scored[-1]["step"] == trainer.state.global_step else {}
+    before = headline(scored[0]) if scored and scored[0]["step"] == 0 else {}
+    after = headline(scored[-1]) if scored and scored[-1]["step"] == trainer.state.global_step else {}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = RunResult(
-        run_dir=str(run_dir),
-        final_dir=str(final_dir),
-        saved=saved,
-        recipe=cfg.run_name,
-        objective=objective.name,
-        tuning=tuning.name,
-        model=cfg.model.name_or_path,
-        parameters=parameters,
+        run_dir=str(run_dir), final_dir=str(run_dir.final), saved=saved, recipe=cfg.run_name,
+        objective=objective.name, tuning=tuning.name, model=cfg.model.name_or_path,
+        parameters=count_parameters(trainer.model),
         data={k: data.report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")},
-        steps=trainer.state.global_step,
-        train_loss=losses[-1] if losses else None,
-        resumed_from=resume_from,
-        before=before,
-        after=after,
-        evaluations=evaluations,
-        seconds=time.time() - started,
+        steps=trainer.state.global_step, train_loss=losses[-1] if losses else None, resumed_from=resume_from,
+        before=before, after=after, evaluations=evaluations, seconds=time.time() - started,
     )
-    if state.is_main_process:
-        write_json(run_dir / "summary.json", result.__dict__)
+    if process_state().is_main_process:
+        write_json(run_dir.summary, result.__dict__)
         print(result.render(), flush=True)
     return result

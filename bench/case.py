@@ -56,7 +56,7 @@ def gpu_peak_mb() -> float | None:
 
 
 def run_align(spec: dict, timer: StepTimer) -> dict:
-    from align_train.cli import setup
+    from align_train.composition import setup
     from hydra import compose, initialize_config_dir
 
     from align_train.paths import CONF_DIR

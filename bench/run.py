@@ -122,7 +122,7 @@ def training_order(rows_file: Path, overrides: list[str]) -> list[dict]:
     """The rows in the order align-train's data layer hands them to the trainer (it shuffles, seeded)."""
     from hydra import compose, initialize_config_dir
 
-    from align_train.cli import setup
+    from align_train.composition import setup
     from align_train.data import load_data
     from align_train.objectives import make_objective
     from align_train.paths import CONF_DIR

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from align_train.specdocs.cli import spec_docs  # noqa: E402
+from align_train.cli.spec_docs import spec_docs  # noqa: E402
 
 OUT = ROOT / "data" / "tiny" / "msm"
 SEED = 5

@@ -13,14 +13,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from align_train.cli import setup
+from align_train.composition import setup
 from align_train.paths import CONF_DIR
 
 torch.set_num_threads(1)
 setup()
 
 # Overrides that keep an end-to-end run to a few seconds on a CPU.
-FAST = ["train.max_steps=4", "train.save_steps=0", "summary.max_examples=16", "data.max_eval_rows=16"]
+FAST = ["train.max_steps=4", "train.save_steps=0", "data.max_eval_rows=16"]
 
 
 def compose_config(*overrides: str, output_dir=None):

@@ -106,6 +106,6 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     if POINT:
         install()
-    from align_train.cli import main
+    from align_train.cli.train import main
 
     main()

@@ -74,6 +74,6 @@ if KILL_AT:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from align_train.cli import main
+    from align_train.cli.train import main
 
     main()

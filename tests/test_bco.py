@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from scipy.stats import multivariate_normal, spearmanr
 
 from align_train.errors import ConfigError, DataError
-from align_train.evaluation.metrics import completion_logprobs
+from align_train.inference import completion_logprobs
 from align_train.objectives import udm
-from align_train.objectives.bco_trainer import STATE_FILE, WEIGHT_COLUMN, RunningMean, bco_loss
+from align_train.objectives.bco_loss import STATE_FILE, WEIGHT_COLUMN, RunningMean, bco_loss
 from align_train.paths import DATA_DIR
 from tests.conftest import FAST, compose_config, run_recipe
 from tests.test_losses import pairs, reference_scorer, trainer_loss
@@ -81,7 +81,7 @@ def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
     expected = sum(good) / len(good) + sum(bad) / len(bad)
     assert abs(delta) > 1e-3, "the perturbation must move the policy off its reference"
     assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
-    assert trainer.reward_shift.mean == pytest.approx(delta, rel=1e-4, abs=1e-6)
+    assert trainer.loss_fn.reward_shift.mean == pytest.approx(delta, rel=1e-4, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- the reward shift
@@ -104,7 +104,7 @@ def test_running_mean_equals_the_closed_form_over_batches():
 def test_delta_is_logged_saved_in_checkpoints_and_survives_resume(tmp_path):
     """A run killed after its checkpoint at step 4 and resumed ends like an uninterrupted one, delta included."""
     common = ["recipe=tiny/bco", "objective.udm.enabled=false", "train.max_steps=8", "train.save_steps=4",
-              "train.save_total_limit=null", "summary.enabled=false", "data.max_eval_rows=8"]
+              "train.save_total_limit=null", "eval=none", "data.max_eval_rows=8"]
     whole = tmp_path / "whole"
     run_recipe(whole, *common)
     logged = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
@@ -248,7 +248,7 @@ def test_udm_helps_when_undesirable_prompts_are_shifted(tmp_path):
         run_recipe(
             run_dir, "recipe=tiny/bco", f"data.train.tiny_preference.path={train}",
             "data.train.tiny_preference.format=feedback", "data.eval_fraction=0", f"objective.udm.enabled={udm_on}",
-            "summary.enabled=false", "train.save_steps=0", "eval.enabled=true", "eval.preference.enabled=true",
+            "eval=none", "train.save_steps=0", "eval.enabled=true", "eval.preference.enabled=true",
             f"eval.preference.path={heldout}", "eval.preference.max_examples=200",
         )
         from align_train.evaluation.evaluator import evaluation_records

@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from align_train.cli import register_recipes
+from align_train.recipes import register_recipes
 from align_train.errors import ConfigError
 from align_train.paths import CONF_DIR, PROJECT_ROOT, RECIPES_DIR
 from align_train.train import validate_config
@@ -30,7 +30,7 @@ def test_recipes_are_registered():
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_composes_and_validates(recipe):
     cfg = compose_config(f"recipe={recipe}", output_dir="unused")
-    objective, tuning = validate_config(cfg)
+    objective, tuning, _ = validate_config(cfg)
     assert objective.name == cfg.objective.name and tuning.name == cfg.tuning.name
     assert cfg.run_name != "default", "a recipe names its runs"
 

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from align_train import config as schema
 from align_train.paths import PROJECT_ROOT
+from align_train.run_dir import RunDir
 from tests.conftest import compose_config
 
 TINY = str(PROJECT_ROOT / "data" / "tiny-llama")
@@ -65,6 +66,7 @@ LEAF_CONTEXT = {
     "eval.refusal.generation.temperature": ["eval.refusal.generation.do_sample=true"],
     "eval.refusal.generation.top_p": ["eval.refusal.generation.do_sample=true"],
     "eval.refusal.judge.batch_size": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
+    "eval.preference.skip_without_data": ["data.eval_fraction=0"],
     "eval.refusal.judge.prompt_template": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
     "eval.refusal.judge.model": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
     "eval.refusal.judge.refusal_labels": ["eval.refusal.judge.name=classifier", "eval.refusal.judge.model=CLASSIFIER"],
@@ -277,7 +279,7 @@ def finished(tmp_path_factory):
     from tests.conftest import run_recipe
 
     out = tmp_path_factory.mktemp("finished") / "run"
-    run_recipe(out, "recipe=tiny/dpo", "train.max_steps=2", "train.save_steps=2", "summary.enabled=false",
+    run_recipe(out, "recipe=tiny/dpo", "train.max_steps=2", "train.save_steps=2", "eval=none",
                "data.max_eval_rows=8")
     return out
 
@@ -494,21 +496,6 @@ def observe_built_evaluator(cfg, env):
     return None if evaluator is None else [type(s).__name__ for s in evaluator.suites]
 
 
-def observe_summary(cfg, env):
-    from align_train.data import load_data
-    from align_train.objectives import make_objective
-    from align_train.summary import headline_metrics
-    from align_train.train import make_evaluator, summary_examples
-
-    objective = make_objective(cfg.objective)
-    data = load_data(cfg.data, objective.accepts, objective.name)
-    count = summary_examples(cfg, make_evaluator(cfg, env["tmp"], data.heldout), data.heldout)
-    if count is None:
-        return None
-    model, tokenizer = env["tiny"]
-    return headline_metrics(model, tokenizer, data.heldout, count, cfg.model.max_length)[0]
-
-
 def observe_callbacks(cfg, env):
     """The checkpoint marker's rotation and the non-finite guard, by what they do."""
     from align_train.run_dir import COMPLETE_MARKER, rotate
@@ -579,8 +566,7 @@ def observe_udm(cfg, env):
         return "udm off"
     data = load_data(cfg.data, objective.accepts, objective.name)
     model, tokenizer = env["tiny"]
-    args = SimpleNamespace(process_index=1, output_dir=str(env["tmp"]))
-    weighted = objective.with_udm_weights(model, tokenizer, data, args)
+    weighted = objective.prepare(model, tokenizer, data, None)
     return {"weights": weighted.train["udm_weight"], "report": weighted.report["udm"], "calls": calls}
 
 
@@ -627,12 +613,12 @@ def observe_saved(cfg, env):
     if cfg.tuning.name != "lora":
         return None
     model = get_peft_model(copy.deepcopy(env["tiny"][0]), tuning.peft_config())
-    out = env["tmp"] / f"save-{len(list(env['tmp'].iterdir()))}" / "final"
+    run = RunDir(env["tmp"] / f"save-{len(list(env['tmp'].iterdir()))}")
     trainer = SimpleNamespace(save_model=lambda d: Path(d).mkdir(parents=True, exist_ok=True),
                               accelerator=SimpleNamespace(is_main_process=True, unwrap_model=lambda m: m),
                               model=model, processing_class=env["tiny"][1])
-    tuning.save_final(trainer, str(out))
-    return sorted(p.name for p in out.parent.iterdir())
+    tuning.save_final(trainer, run)
+    return sorted(p.name for p in run.root.iterdir())
 
 
 def observe_plan(cfg, env):
@@ -668,7 +654,7 @@ def observe_selector(path, overrides, env):
 OBSERVERS = {
     "trl": observe_trl, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
-    "evaluator": observe_built_evaluator, "summary": observe_summary, "callbacks": observe_callbacks,
+    "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
     "plan": observe_plan, "stages": observe_stages,
 }
@@ -686,7 +672,6 @@ CONSUMERS = [
     ("train.skip_nonfinite_steps", ["callbacks"]),
     ("train.", ["trl"]),
     ("logger.", ["logger", "trl"]),
-    ("summary.", ["summary"]),
     ("eval.enabled", ["evaluator"]),
     ("eval.inline", ["evaluator"]),
     ("eval.baseline", ["hook"]),

@@ -12,9 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from align_train.errors import ConfigError, DataError
-from align_train.evaluation.cli import score_run
+from align_train.cli.evaluate import score_run
 from align_train.evaluation.evaluator import evaluation_records, headline
-from align_train.evaluation.generation import generate
+from align_train.inference import generate
 from tests.conftest import compose_config, run_recipe
 
 # The tiny eval suites, cut down so that one scoring takes about a second.
@@ -25,7 +25,7 @@ QUICK_EVAL = [
     "eval.latent_separation.safe.max_prompts=12", "eval.latent_separation.unsafe.max_prompts=12",
     "eval.preference.max_examples=16", "eval.perplexity.max_examples=16",
 ]
-SHORT_RUN = ["train.max_steps=6", "train.save_steps=2", "summary.enabled=false", "data.max_eval_rows=16"]
+SHORT_RUN = ["train.max_steps=6", "train.save_steps=2", "eval=none", "data.max_eval_rows=16"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_align_eval_gives_the_hooks_numbers(hooked_run, tmp_path):
 
 def test_align_eval_command_on_a_run_and_on_a_model(hooked_run, tmp_path):
     run_dir, _ = hooked_run
-    out = subprocess.run([sys.executable, "-m", "align_train.evaluation.cli", str(run_dir)],
+    out = subprocess.run([sys.executable, "-m", "align_train.cli.evaluate", str(run_dir)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "refusal_rate" in out.stdout and "step 6" in out.stdout
@@ -77,7 +77,7 @@ def test_align_eval_command_on_a_run_and_on_a_model(hooked_run, tmp_path):
 
     model_out = tmp_path / "model-eval"
     out = subprocess.run(
-        [sys.executable, "-m", "align_train.evaluation.cli", str(run_dir / "checkpoint-4"), "--out", str(model_out),
+        [sys.executable, "-m", "align_train.cli.evaluate", str(run_dir / "checkpoint-4"), "--out", str(model_out),
          *[f"--set={o.removeprefix('eval.')}" for o in QUICK_EVAL[1:]]],
         capture_output=True, text=True, timeout=300,
     )
@@ -92,7 +92,7 @@ def test_align_eval_compares_runs_side_by_side(hooked_run, tmp_path):
     other = tmp_path / "other"
     run_recipe(other, "recipe=tiny/dpo", *QUICK_EVAL, *SHORT_RUN, "train.learning_rate=3e-4")
     out = subprocess.run(
-        [sys.executable, "-m", "align_train.evaluation.cli", str(run_dir), str(other), "--out", str(tmp_path / "cmp")],
+        [sys.executable, "-m", "align_train.cli.evaluate", str(run_dir), str(other), "--out", str(tmp_path / "cmp")],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -178,7 +178,7 @@ def with_changes(node, **changes):
 
 def test_shared_public_datasets_load_as_prompt_sets():
     """AdvBench and XSTest from the shared folder beside the project, as conf/eval/safety.yaml reads them."""
-    from align_train.evaluation.generation import load_prompts
+    from align_train.data.prompts import load_prompts
 
     cfg = compose_config("eval=safety").eval
     if not Path(cfg.refusal.prompts.path).is_file():

@@ -24,7 +24,6 @@ from align_train.errors import AlignTrainError, ConfigError, DataError
 from align_train.run_dir import (
     COMPLETE_MARKER,
     LOCK_FILE,
-    RunLock,
     checkpoint_problem,
     checkpoints,
     plan_start,
@@ -110,7 +109,6 @@ CONFIG_CASES = [
     (["eval=tiny", "eval.refusal.prompts.max_prompts=0"], "eval.refusal.prompts.max_prompts"),
     (["eval=tiny", "eval.latent_separation.lam=2"], "eval.latent_separation.lam"),
     (["eval=tiny", "eval.samples=-1"], "eval.samples"),
-    (["summary.max_examples=0"], "summary.max_examples"),
     (["+objective.bogus_key=1"], "objective.bogus_key"),
     (["tuning=lora", "+tuning.use_dora=true"], "tuning.use_dora"),
     (["+train.bogus=1"], "train.bogus"),
@@ -220,7 +218,7 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-SFT4 = ["recipe=tiny/sft", "eval=none", "train.max_steps=4", "train.save_steps=2", "summary.enabled=false",
+SFT4 = ["recipe=tiny/sft", "eval=none", "train.max_steps=4", "train.save_steps=2",
         "data.max_eval_rows=8"]
 
 
@@ -319,7 +317,7 @@ def test_two_runs_launched_at_once_on_one_directory(tmp_path):
 
 
 def test_default_run_directories_never_collide():
-    from align_train.cli import new_run_stamp
+    from align_train.composition import new_run_stamp
 
     stamps = {new_run_stamp() for _ in range(200)}
     assert len(stamps) == 200
@@ -423,7 +421,7 @@ def test_written_files_honour_the_umask(umask, tmp_path):
     previous = os.umask(umask)
     try:
         run_recipe(tmp_path / "run", "recipe=tiny/sft", "train.max_steps=2", "train.save_steps=2",
-                   "summary.enabled=false", "data.max_eval_rows=8")
+                   "eval=none", "data.max_eval_rows=8")
     finally:
         os.umask(previous)
     expected = 0o666 & ~umask
@@ -450,7 +448,7 @@ def test_rotation_keeps_the_last_complete_checkpoint_until_a_newer_one_is_marked
 
 
 def test_multirun_into_an_existing_run_is_refused(finished_run, tmp_path, capsys, monkeypatch):
-    from align_train import cli
+    from align_train.cli import train as cli
 
     run = copy_run(finished_run, tmp_path / "run")
     before = tree_digest(run)
@@ -477,7 +475,7 @@ def test_plan_start_reads_and_never_writes(finished_run, tmp_path):
 
 def align_eval(args: list[str], capsys) -> str:
     """align-eval in this process; it must exit with code 2; returns what it printed to stderr."""
-    from align_train.evaluation.cli import main
+    from align_train.cli.evaluate import main
 
     with pytest.raises(SystemExit) as exit_:
         main(args)
@@ -526,7 +524,7 @@ def test_align_eval_says_what_it_expected(kind, tmp_path, capsys):
 # --------------------------------------------------------------------------- kill tests
 
 KILL_STEPS = ["recipe=tiny/sft", "eval=none", "train.max_steps=5", "train.save_steps=1", "train.save_total_limit=2",
-              "summary.enabled=false", "data.max_eval_rows=8"]
+              "data.max_eval_rows=8"]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from tests.conftest import compose_config, run_recipe
 STEPS = 6
 # One run, many launchers: the same global batch of 16 and the same steps everywhere.
 RUN = ["recipe=tiny/dpo", f"train.max_steps={STEPS}", "train.learning_rate=1e-3", "train.global_batch_size=16", "train.per_device_batch_size=4",
-       "train.save_steps=0", "train.logging_steps=1", "summary.enabled=false", "data.max_eval_rows=16"]
+       "train.save_steps=0", "train.logging_steps=1", "eval=none", "data.max_eval_rows=16"]
 PROBE = str(PROJECT_ROOT / "tests" / "launch_probe.py")
 ACCELERATE_CONFIGS = sorted((PROJECT_ROOT / "launch" / "accelerate").glob("*.yaml"))
 DEEPSPEED_CONFIGS = sorted((PROJECT_ROOT / "launch" / "deepspeed").glob("*.json"))
@@ -259,7 +259,7 @@ def test_launcher_environment_is_read_and_shipped_paths_work_from_anywhere(tmp_p
 
 
 def align_launch(*args: str, cwd: Path, **extra) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "align_train.launch.cli", *args], cwd=cwd, timeout=120, **extra)
+    return run([sys.executable, "-m", "align_train.cli.launch", *args], cwd=cwd, timeout=120, **extra)
 
 
 def test_sbatch_script_for_two_nodes(tmp_path):
@@ -371,7 +371,7 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_ends_like_an_uninterrupt
 
 
 def test_kill_during_a_checkpoint_leaves_the_previous_one_for_resume(tmp_path):
-    steps = ["recipe=tiny/dpo", "train.max_steps=4", "train.save_steps=2", "summary.enabled=false",
+    steps = ["recipe=tiny/dpo", "train.max_steps=4", "train.save_steps=2", "eval=none",
              "data.max_eval_rows=16", f"output_dir={tmp_path}"]
     out = run([sys.executable, PROBE, *steps], cwd=tmp_path, ALIGN_TRAIN_PROBE_KILL_AT="4")
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
@@ -406,7 +406,7 @@ def nan_at_step_3(monkeypatch):
     monkeypatch.setattr(DPOTrainer, "compute_loss", compute_loss)
 
 
-NAN_RUN = ["recipe=tiny/dpo", "train.max_steps=4", "train.save_steps=2", "summary.enabled=false",
+NAN_RUN = ["recipe=tiny/dpo", "train.max_steps=4", "train.save_steps=2", "eval=none",
            "data.max_eval_rows=16", "train.logging_steps=1"]
 
 
@@ -468,7 +468,7 @@ def test_sigterm_outside_slurm_checkpoints_stops_with_code_75_and_resumes(tmp_pa
             os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler ending the job would
 
     monkeypatch.setattr(JsonlMetricsCallback, "on_log", on_log)
-    steps = ["recipe=tiny/dpo", "train.max_steps=4", "summary.enabled=false", "data.max_eval_rows=16",
+    steps = ["recipe=tiny/dpo", "train.max_steps=4", "eval=none", "data.max_eval_rows=16",
              "train.logging_steps=1"]
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Preempted, match=r"saved .*checkpoint-3 after step 3 and stopped\. Run again with resume=true"

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from align_train.data import DataBundle
-from align_train.evaluation.metrics import completion_logprobs, preference_scores
+from align_train.evaluation.metrics import preference_scores
+from align_train.inference import completion_logprobs
 from align_train.models import frozen_copy, load_model, load_tokenizer
 from align_train.objectives import make_objective
 from align_train.objectives.dpo import trl_dpo_loss_types
@@ -53,8 +54,8 @@ def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = Fal
     torch.manual_seed(0)
     model = load_model(cfg.model)
     reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
+    data = objective.prepare(model, tokenizer, DataBundle(format=fmt, train=Dataset.from_list(rows), eval=None), None)
     model = tuning.apply(model)
-    data = DataBundle(format=fmt, train=Dataset.from_list(rows), eval=None)
     args = objective.make_args(common_trainer_args(cfg, str(tmp_path), 1), data)
     trainer = objective.build_trainer(model, reference, tokenizer, data, args, [], **tuning.trainer_kwargs())
     perturb(trainer.model)

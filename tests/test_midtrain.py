@@ -34,8 +34,7 @@ def test_midtrain_refuses_chat_data():
 
 @pytest.mark.slow
 def test_midtraining_lowers_perplexity_of_heldout_spec_paraphrases(tmp_path):
-    result = run_recipe(tmp_path, *MIDTRAIN, "train.max_steps=8", "train.learning_rate=1e-3",
-                        "summary.max_examples=16")
+    result = run_recipe(tmp_path, *MIDTRAIN, "train.max_steps=8", "train.learning_rate=1e-3")
     assert result.objective == "midtrain" and result.data["eval_rows"] == 6
     before, after = result.before["perplexity"], result.after["perplexity"]
     # The paraphrases share no sentence with the training documents (scripts/make_msm_data.py checks it).
@@ -47,6 +46,6 @@ def test_midtraining_lowers_perplexity_of_heldout_spec_paraphrases(tmp_path):
 def test_midtrain_with_other_tuning_strategies(tmp_path, tuning):
     extra = ["tuning.trainable=[mlp]"] if tuning == "freeze" else []
     result = run_recipe(tmp_path, *MIDTRAIN, f"tuning={tuning}", *extra, "train.max_steps=3",
-                        "train.learning_rate=1e-3", "summary.max_examples=8")
+                        "train.learning_rate=1e-3")
     assert result.tuning == tuning and result.steps == 3
     assert result.after["perplexity"] < result.before["perplexity"]

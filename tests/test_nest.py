@@ -29,7 +29,7 @@ from tests.conftest import compose_config, run_recipe
 TINY = DATA_DIR / "tiny-llama"
 BASE = load_file(str(TINY / "model.safetensors"))
 # A few steps with a mid-run checkpoint; no evaluation hook, no before / after pass.
-SHORT = ["recipe=tiny/nest", "eval=none", "summary.enabled=false", "train.max_steps=4", "train.save_steps=2",
+SHORT = ["recipe=tiny/nest", "eval=none", "train.max_steps=4", "train.save_steps=2",
          "data.max_eval_rows=16"]
 
 
@@ -204,7 +204,7 @@ def test_gate_and_up_rows_move_by_their_cluster_vector(tmp_path):
 
 def test_align_eval_loads_a_mid_run_checkpoint_folded(straight_run):
     """checkpoint-4 stores base weights and cluster vectors apart; align-eval scores the same model as final/."""
-    from align_train.evaluation.cli import load_for_eval
+    from align_train.cli.evaluate import load_for_eval
 
     run_dir, _ = straight_run
     cfg = compose_config("recipe=tiny/nest").model
@@ -218,7 +218,7 @@ def test_align_eval_loads_a_mid_run_checkpoint_folded(straight_run):
 @pytest.mark.parametrize("objective", ["dpo", "kto"])
 def test_preference_objectives_train_nest_against_a_frozen_reference(tmp_path, objective):
     result = run_recipe(tmp_path, f"recipe=tiny/{objective}", "tuning=nest", "train.learning_rate=1e-2",
-                        "summary.enabled=false", "train.max_steps=2", "train.save_steps=0", "data.max_eval_rows=8")
+                        "eval=none", "train.max_steps=2", "train.save_steps=0", "data.max_eval_rows=8")
     assert result.parameters["trainable"] == json.loads((tmp_path / "final" / ADAPTER_INFO).read_text())[
         "trainable_parameters"]
     deltas = [v for k, v in load_file(str(tmp_path / "final" / ADAPTER_FILE)).items() if ".delta." in k]
@@ -257,7 +257,7 @@ def test_resume_with_other_selection_settings_is_a_clear_error(tmp_path):
 
 def test_two_processes_train_the_same_vectors_as_one(tmp_path):
     """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4: the same result as one process with 8."""
-    common = ["recipe=tiny/nest", "eval=none", "summary.enabled=false", "train.max_steps=3", "train.save_steps=0",
+    common = ["recipe=tiny/nest", "eval=none", "train.max_steps=3", "train.save_steps=0",
               "train.global_batch_size=8", "data.max_eval_rows=8", "train.use_cpu=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     out = subprocess.run(

@@ -15,7 +15,7 @@ from tests.conftest import compose_config
 
 BASE = load_file(str(DATA_DIR / "tiny-llama" / "model.safetensors"))
 # Short stages; the command-line overrides apply to every stage and win over the stage's own.
-QUICK = ["recipe=tiny/msm_pipeline", "train.max_steps=2", "summary.max_examples=8", "data.max_eval_rows=8",
+QUICK = ["recipe=tiny/msm_pipeline", "train.max_steps=2", "data.max_eval_rows=8",
          "eval=none"]
 
 

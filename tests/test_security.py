@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from align_train import cli
+from align_train.cli import train as cli
+from align_train.recipes import register_recipes
 from align_train.errors import ConfigError
 from align_train.paths import PROJECT_ROOT
 from tests.conftest import compose_config
@@ -155,7 +156,7 @@ def test_a_refused_recipe_does_not_break_the_others(tmp_path, canary, capsys, mo
     (tmp_path / "recipes" / "mine" / "ok.yaml").write_text(
         "# @package _global_\nrun_name: mine\nmodel:\n  name_or_path: ${asset:data/tiny-llama}\n")
     monkeypatch.setenv("ALIGN_TRAIN_RECIPES", str(tmp_path / "recipes"))
-    cli.register_recipes()
+    register_recipes()
     assert compose_config("recipe=mine/ok").run_name == "mine"
 
 
@@ -167,7 +168,7 @@ def test_sweep_values_are_the_one_hydra_setting_a_recipe_may_make(tmp_path, cana
 
     assert check_file(path, recipe=True) == []
     out = subprocess.run([sys.executable, "-m", "align_train", "--multirun", "recipe=evil/sweep",
-                          f"output_dir={tmp_path / 'sweep'}", "summary.enabled=false", "data.max_eval_rows=8"],
+                          f"output_dir={tmp_path / 'sweep'}", "eval=none", "data.max_eval_rows=8"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "ALIGN_TRAIN_RECIPES": str(tmp_path / "recipes")})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -330,7 +331,7 @@ def test_values_an_sbatch_line_cannot_carry_are_refused_naming_the_key(key, valu
 
 
 def test_a_hostile_run_name_never_reaches_the_job_script(tmp_path, capsys, monkeypatch):
-    from align_train.launch.cli import main
+    from align_train.cli.launch import main
     from align_train.launch.slurm import SlurmJob, render
 
     with pytest.raises(ConfigError, match="run_name"):
@@ -349,7 +350,7 @@ def test_a_hostile_run_name_never_reaches_the_job_script(tmp_path, capsys, monke
 def test_align_eval_ignores_a_run_directorys_trust_remote_code(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from align_train.evaluation.cli import run_config
+    from align_train.cli.evaluate import run_config
 
     cfg = compose_config("model.trust_remote_code=true", output_dir=str(tmp_path))
     OmegaConf.save(cfg, tmp_path / "config.yaml", resolve=True)
@@ -359,7 +360,7 @@ def test_align_eval_ignores_a_run_directorys_trust_remote_code(tmp_path, capsys)
 
 
 def test_pickled_adapter_weights_are_never_loaded(tmp_path):
-    from align_train.evaluation.cli import load_for_eval
+    from align_train.cli.evaluate import load_for_eval
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "peft_type": "LORA"}))
     (tmp_path / "adapter_model.bin").write_bytes(b"not really a pickle")

@@ -52,7 +52,7 @@ def test_bad_spec_names_file_and_field(tmp_path, content, field):
 
 def test_bad_spec_through_the_command(tmp_path):
     path = write_spec(tmp_path, {"name": "x", "principles": [good_principle(title="")]})
-    proc = subprocess.run([sys.executable, "-m", "align_train.data_cli", "spec-docs", f"spec={path}", "n=3",
+    proc = subprocess.run([sys.executable, "-m", "align_train.cli.data", "spec-docs", f"spec={path}", "n=3",
                            f"out={tmp_path / 'o.jsonl'}"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{path}: principles[0].title is empty" in proc.stderr
@@ -96,7 +96,7 @@ def test_filters_remove_planted_duplicates_and_report_counts():
 
 def test_command_writes_documents_and_data_card(tmp_path):
     out = tmp_path / "docs" / "spec.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "align_train.data_cli", "spec-docs", f"spec={SPEC}", "n=30",
+    proc = subprocess.run([sys.executable, "-m", "align_train.cli.data", "spec-docs", f"spec={SPEC}", "n=30",
                            f"out={out}", "seed=3", "doc_types=[faq,essay,news]"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -107,7 +107,7 @@ def test_command_writes_documents_and_data_card(tmp_path):
     assert card["filters"]["kept"] == 45 - card["filters"]["near_duplicates"] - card["filters"]["exact_duplicates"]
     assert "near duplicates" in (tmp_path / "docs" / "spec.card.md").read_text()
     # A wrong key is named.
-    proc = subprocess.run([sys.executable, "-m", "align_train.data_cli", "spec-docs", f"spec={SPEC}", "n=3",
+    proc = subprocess.run([sys.executable, "-m", "align_train.cli.data", "spec-docs", f"spec={SPEC}", "n=3",
                            f"out={out}", "sed=3"], capture_output=True, text=True)
     assert proc.returncode == 2 and "sed" in proc.stderr
 

@@ -91,7 +91,7 @@ def test_run_directory_records_config_provenance_and_metrics(tmp_path):
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
-    steps = ["recipe=tiny/dpo", "train.max_steps=6", "train.save_steps=3", "summary.enabled=false"]
+    steps = ["recipe=tiny/dpo", "train.max_steps=6", "train.save_steps=3", "eval=none"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     run_recipe(straight, *steps)
     run_recipe(interrupted, *steps)
@@ -108,7 +108,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def test_resume_ignores_an_incomplete_checkpoint(tmp_path):
-    steps = ["recipe=tiny/sft", "train.max_steps=4", "train.save_steps=2", "summary.enabled=false"]
+    steps = ["recipe=tiny/sft", "train.max_steps=4", "train.save_steps=2", "eval=none"]
     run_recipe(tmp_path, *steps)
     (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()  # as if killed mid-save
     result = run_recipe(tmp_path, *steps, "resume=true")
@@ -117,7 +117,7 @@ def test_resume_ignores_an_incomplete_checkpoint(tmp_path):
 
 def test_micro_batch_and_accumulation_do_not_change_the_trajectory(tmp_path):
     """Per-device batch 1 x accumulation 8 trains like per-device batch 8 (TRL's invariant test)."""
-    common = ["recipe=tiny/dpo", "train.max_steps=3", "train.global_batch_size=8", "summary.enabled=false",
+    common = ["recipe=tiny/dpo", "train.max_steps=3", "train.global_batch_size=8", "eval=none",
               "train.logging_steps=1"]
     run_recipe(tmp_path / "a", *common, "train.per_device_batch_size=8")
     run_recipe(tmp_path / "b", *common, "train.per_device_batch_size=1")
@@ -186,7 +186,7 @@ def test_dpo_on_standard_plain_string_pairs(tmp_path):
     pairs = DATA_DIR / "examples" / "preference.jsonl"
     result = run_recipe(
         tmp_path, "recipe=tiny/dpo", f"data.train.tiny_preference.path={pairs}", "data.eval_fraction=0",
-        "train.max_steps=2", "train.global_batch_size=2", "train.per_device_batch_size=2", "summary.enabled=false",
+        "train.max_steps=2", "train.global_batch_size=2", "train.per_device_batch_size=2", "eval=none",
     )
     assert result.steps == 2 and result.data["format"] == "preference"
 

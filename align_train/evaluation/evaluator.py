@@ -18,12 +18,15 @@ from pathlib import Path
 from align_train.config import SourceConfig
 from align_train.data.sources import read_source
 from align_train.errors import ConfigError, DataError
-from align_train.evaluation.generation import load_prompts
+from align_train.data.prompts import load_prompts
 from align_train.evaluation.suites import HEADLINE, SUITES, Suite
 from align_train.run_dir import write_json
 
-POOLINGS = ("mean", "last")
 REFERENCE_FILE = "reference_preference.json"
+
+
+class NoHeldoutRows(ConfigError):
+    """A likelihood suite without rows to score (skipped where its settings allow it)."""
 
 
 class EvalContext:
@@ -75,7 +78,7 @@ class EvalContext:
             if self.heldout.get(name):
                 return name, self.heldout[name][: suite_cfg.max_examples]
         wanted = f"{fmt} rows" if fmt else "rows"
-        raise ConfigError(
+        raise NoHeldoutRows(
             f"{key}: the run has no held-out {wanted} (set data.eval_fraction or data.eval) and {key}.path is not set"
         )
 
@@ -109,9 +112,18 @@ class Evaluator:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(cfg, self.out_dir, heldout, max_length)
-        self.suites: list[Suite] = [SUITES[name](getattr(cfg, name)) for name in SUITES if getattr(cfg, name).enabled]
-        for suite in self.suites:
-            suite.prepare(self.ctx)
+        self.suites: list[Suite] = []
+        self.skipped: list[str] = []  # suites without the held-out rows they need, where allowed
+        for name in enabled_suites(cfg):
+            suite = SUITES[name](getattr(cfg, name))
+            try:
+                suite.prepare(self.ctx)
+            except NoHeldoutRows:
+                if not getattr(suite.cfg, "skip_without_data", False):
+                    raise
+                self.skipped.append(name)
+                continue
+            self.suites.append(suite)
 
     def path(self, step: int) -> Path:
         return self.out_dir / f"step-{step}.json"
@@ -168,20 +180,11 @@ def brief(record: dict) -> dict:
 
 
 def check_eval_config(cfg) -> None:
-    """Config checks that need nothing loaded."""
-    for name in ("refusal", "over_refusal"):
-        suite = getattr(cfg, name)
-        if not suite.enabled:
-            continue
-        from align_train.evaluation.judges import JUDGES
+    """Config checks that need nothing loaded, each suite's own."""
+    for name, suite in SUITES.items():
+        if getattr(cfg, name).enabled:
+            suite.check(getattr(cfg, name), f"eval.{name}")
 
-        if suite.judge.name not in JUDGES:
-            raise ConfigError(f"eval.{name}.judge.name is '{suite.judge.name}'; expected one of {', '.join(JUDGES)}")
-        if suite.generation.max_new_tokens < 1:
-            raise ConfigError(f"eval.{name}.generation.max_new_tokens must be >= 1")
-    separation = cfg.latent_separation
-    if separation.enabled:
-        if separation.pooling not in POOLINGS:
-            raise ConfigError(f"eval.latent_separation.pooling is '{separation.pooling}'; expected one of {POOLINGS}")
-        if not 0.0 <= separation.lam <= 1.0:
-            raise ConfigError(f"eval.latent_separation.lam must be in [0, 1], got {separation.lam}")
+
+def enabled_suites(cfg) -> list[str]:
+    return [name for name in SUITES if getattr(cfg, name).enabled]

@@ -70,6 +70,10 @@ from pathlib import Path
 
 import torch
 
+from align_train.config import GenerationConfig
+from align_train.data.prompts import prompt_text
+from align_train.inference import generate, load_side_model
+
 # --------------------------------------------------------------------------- keyword rules
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u00ab": '"',
@@ -223,10 +227,6 @@ class KeywordJudge(Judge):
         return [is_refusal(r) for r in responses]
 
 
-def _device(device):
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class ClassifierJudge(Judge):
     """A sequence classifier: a refusal when its top label (case-insensitive) is one of ``refusal_labels``.
 
@@ -238,18 +238,10 @@ class ClassifierJudge(Judge):
 
     def __init__(self, model: str, batch_size: int = 16, refusal_labels=None, include_prompt: bool = False,
                  trust_remote_code: bool = False, device=None, max_length: int = 512):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.name = f"classifier:{model}"
         self.batch_size, self.include_prompt = batch_size, include_prompt
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model, use_safetensors=True, trust_remote_code=trust_remote_code
-        ).to(_device(device)).eval()
-        if self.tokenizer.pad_token is None:  # decoder classifiers often ship without one
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.model.config.pad_token_id is None:  # needed to find each row's last token
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model, self.tokenizer = load_side_model(model, "classifier", key="judge model",
+                                                     trust_remote_code=trust_remote_code, device=device)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
         wanted = {label.lower() for label in (refusal_labels or self.DEFAULT_LABELS)}
         id2label = {int(i): str(label) for i, label in self.model.config.id2label.items()}
@@ -303,20 +295,14 @@ class ChatJudge(Judge):
 
     def __init__(self, model: str, batch_size: int = 16, prompt_template: str | None = None,
                  trust_remote_code: bool = False, device=None, max_new_tokens: int = 4):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.name = f"llm:{model}"
         self.template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         missing = [key for key in ("{prompt}", "{response}") if key not in self.template]
         if missing:
             raise ValueError(f"llm judge prompt_template lacks the placeholder(s) {', '.join(missing)}")
         self.batch_size, self.max_new_tokens, self.unparsed = batch_size, max_new_tokens, 0
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model, use_safetensors=True, trust_remote_code=trust_remote_code
-        ).to(_device(device)).eval()
+        self.model, self.tokenizer = load_side_model(model, "causal-lm", key="judge model",
+                                                     trust_remote_code=trust_remote_code, device=device)
 
     def questions(self, prompts, responses) -> list[str]:
         """The judging prompts (before the chat template). ``str.replace``, so braces in responses are safe."""
@@ -324,9 +310,6 @@ class ChatJudge(Judge):
 
     def answers(self, questions: list[str]) -> list[str]:
         """The judge model's greedy answers."""
-        from align_train.config import GenerationConfig
-        from align_train.evaluation.generation import generate
-
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, do_sample=False)
         return generate(self.model, self.tokenizer, questions, cfg)
 
@@ -364,13 +347,8 @@ def make_judge(name: str, model: str | None = None, batch_size: int = 16, refusa
 
 
 def _prompt_text(cell) -> str:
-    """A prompt cell as text: a string, or the last user turn of a message list."""
-    if isinstance(cell, str):
-        return cell
-    if isinstance(cell, list):
-        turns = [m.get("content", "") for m in cell if isinstance(m, dict) and m.get("role") == "user"]
-        return str(turns[-1]) if turns else ""
-    return "" if cell is None else str(cell)
+    """A prompt cell as text: a string, or the last user turn of a message list ("" when neither)."""
+    return prompt_text(cell) or ("" if cell is None or isinstance(cell, list) else str(cell))
 
 
 def _read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:

@@ -51,14 +51,12 @@ and index i (1-based) is the output of block i. For most decoder-only models in 
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
-import torch
 from scipy.spatial.distance import cdist, pdist
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
-POOLINGS = ("mean", "last")
+from align_train.inference import pooled_hidden_states  # noqa: F401  (re-exported: the suite's reader)
+
 
 
 def _check(X, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -150,98 +148,6 @@ def separation_index(X, labels, lam: float = 0.5) -> float:
     return _index(within, between, centroid_sq, len(X), lam)
 
 
-def _render(tokenizer, prompts: list[str], use_chat_template: bool) -> list[list[int]]:
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts
-        ]
-        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]  # the template has them
-    else:
-        encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    for prompt, ids in zip(prompts, encoded):
-        if len(ids) == 0:
-            raise ValueError(f"prompt {prompt!r} tokenises to no tokens")
-    return [list(ids) for ids in encoded]
-
-
-def _pad(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[i, span] = torch.tensor(seq, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
-
-
-def pooled_hidden_states(
-    model,
-    tokenizer,
-    prompts: list[str],
-    layers: list[int] | None = None,
-    pooling: str = "mean",
-    batch_size: int = 16,
-    use_chat_template: bool = True,
-) -> dict[int, np.ndarray]:
-    """{layer: (n_prompts, hidden) float32 array} of hidden states pooled over each prompt.
-
-    Prompts are rendered as a user turn with the generation prompt when the tokenizer has a chat
-    template (and use_chat_template), else tokenised as raw text. Batches are padded on the
-    tokenizer's padding side with the attention mask set and position ids counted over real
-    tokens only, so a prompt's states do not depend on what it is batched with. ``pooling`` is
-    "mean" (over real tokens) or "last" (the last real token). Layer i (1-based) is
-    ``hidden_states[i]``, the output of block i; ``layers=None`` means all blocks 1..L.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts")
-    seqs = _render(tokenizer, prompts, use_chat_template)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad_id = 0 if pad_id is None else pad_id
-    side = getattr(tokenizer, "padding_side", "right")
-    device = next(model.parameters()).device
-    takes_positions = "position_ids" in inspect.signature(model.forward).parameters
-
-    was_training = model.training
-    model.eval()
-    pooled: dict[int, list[np.ndarray]] = {}
-    try:
-        with torch.no_grad():
-            for start in range(0, len(seqs), batch_size):
-                ids, mask = _pad(seqs[start:start + batch_size], pad_id, side)
-                ids, mask = ids.to(device), mask.to(device)
-                kwargs = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True, "use_cache": False}
-                if takes_positions:
-                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-                hidden = model(**kwargs).hidden_states
-                n_layers = len(hidden) - 1
-                if layers is None:
-                    layers = list(range(1, n_layers + 1))
-                bad = [layer for layer in layers if not isinstance(layer, (int, np.integer)) or not 1 <= layer <= n_layers]
-                if bad:
-                    raise ValueError(f"layers must be block indices in 1..{n_layers}, got {bad}")
-                real = mask.bool().unsqueeze(-1)
-                last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # position of the last real token
-                for layer in layers:
-                    h = hidden[layer].float()
-                    if pooling == "mean":
-                        # where(), not a product: padded positions may hold NaN/inf that 0 * x would keep
-                        summed = torch.where(real, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1)
-                        vec = summed / mask.sum(-1, keepdim=True).to(h.dtype)
-                    else:
-                        vec = h[torch.arange(h.shape[0], device=h.device), last]
-                    pooled.setdefault(int(layer), []).append(vec.cpu().numpy().astype(np.float32))
-    finally:
-        model.train(was_training)
-    return {layer: np.concatenate(parts, axis=0) for layer, parts in pooled.items()}
-
-
 def standardise(X: np.ndarray) -> np.ndarray:
     """Z-score every feature over the rows; zero-variance features become 0."""
     X = np.asarray(X, dtype=np.float64)
@@ -273,9 +179,8 @@ def latent_separation(
         raise ValueError(
             f"need at least 2 safe and 2 unsafe prompts, got {len(safe_prompts)} and {len(unsafe_prompts)}"
         )
-    states = pooled_hidden_states(
-        model, tokenizer, safe_prompts + unsafe_prompts, layers=layers, pooling=pooling, batch_size=batch_size
-    )
+    states = pooled_hidden_states(model, tokenizer, safe_prompts + unsafe_prompts, layers=layers, pooling=pooling,
+                                  batch_size=batch_size)
     labels = np.array([0] * len(safe_prompts) + [1] * len(unsafe_prompts))
     per_layer = {}
     for layer in sorted(states):

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from align_train.evaluation.generation import generate
+from align_train.errors import ConfigError
+
+from align_train.inference import generate
 from align_train.evaluation.metrics import (
     perplexity,
     preference_metrics,
@@ -34,10 +36,17 @@ class SuiteResult:
 
 
 class Suite:
+    """One aspect of a model, scored. Its settings are the field ``name`` of ``eval`` in the schema."""
+
     name = ""
+    headline: tuple[str, ...] = ()  # the metrics tables, plots and the run summary show
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    @classmethod
+    def check(cls, cfg, key: str) -> None:
+        """Config checks that need nothing loaded (``key`` is the suite's config key, for messages)."""
 
     def prepare(self, ctx) -> None:
         """Load inputs (prompts, rows) once, before any model is scored; errors surface here."""
@@ -50,7 +59,14 @@ class RefusalSuite(Suite):
     """Answers to harmful prompts, judged: the share refused, and the attack success rate."""
 
     name = "refusal"
-    rate_key = "refusal_rate"
+    headline = ("refusal_rate", "attack_success_rate")
+
+    @classmethod
+    def check(cls, cfg, key: str) -> None:
+        from align_train.evaluation.judges import JUDGES
+
+        if cfg.judge.name not in JUDGES:
+            raise ConfigError(f"{key}.judge.name is '{cfg.judge.name}'; expected one of {', '.join(JUDGES)}")
 
     def prepare(self, ctx) -> None:
         self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)
@@ -76,6 +92,7 @@ class OverRefusalSuite(RefusalSuite):
     """Answers to safe prompts that look unsafe: the share wrongly refused."""
 
     name = "over_refusal"
+    headline = ("over_refusal_rate",)
 
     def run(self, model, tokenizer, ctx) -> SuiteResult:
         rate, samples = self.judged(model, tokenizer, ctx)
@@ -86,6 +103,7 @@ class PreferenceSuite(Suite):
     """Held-out pairs: log-prob accuracy; with the starting model's scores, DPO's implicit-reward accuracy."""
 
     name = "preference"
+    headline = ("preference_accuracy", "reward_accuracy", "logprob_margin", "reward_margin")
 
     def prepare(self, ctx) -> None:
         self.rows = ctx.heldout_rows("eval.preference", self.cfg, "preference")
@@ -104,6 +122,7 @@ class PerplexitySuite(Suite):
     """Perplexity of held-out completions: a proxy for retained ability."""
 
     name = "perplexity"
+    headline = ("perplexity",)
 
     def prepare(self, ctx) -> None:
         fmt, rows = ctx.heldout_any("eval.perplexity", self.cfg)
@@ -118,6 +137,16 @@ class LatentSeparationSuite(Suite):
     """How well safe and unsafe prompts separate in the hidden states, per layer and at the best layer."""
 
     name = "latent_separation"
+    headline = ("latent_separation",)
+
+    @classmethod
+    def check(cls, cfg, key: str) -> None:
+        from align_train.inference.activations import HIDDEN_POOLINGS
+
+        if cfg.pooling not in HIDDEN_POOLINGS:
+            raise ConfigError(f"{key}.pooling is '{cfg.pooling}'; expected one of {', '.join(HIDDEN_POOLINGS)}")
+        if cfg.layers is not None and any(layer < 1 for layer in cfg.layers):
+            raise ConfigError(f"{key}.layers: block indices start at 1, got {list(cfg.layers)}")
 
     def prepare(self, ctx) -> None:
         self.safe = ctx.prompts("eval.latent_separation.safe", self.cfg.safe)
@@ -138,12 +167,7 @@ class LatentSeparationSuite(Suite):
         return SuiteResult({"latent_separation": result["latent_separation"]}, details)
 
 
-SUITES: dict[str, type[Suite]] = {
-    "refusal": RefusalSuite,
-    "over_refusal": OverRefusalSuite,
-    "preference": PreferenceSuite,
-    "perplexity": PerplexitySuite,
-    "latent_separation": LatentSeparationSuite,
-}
-HEADLINE = ("refusal_rate", "attack_success_rate", "over_refusal_rate", "preference_accuracy", "reward_accuracy",
-            "perplexity", "latent_separation")
+# The one registry: a suite is its class here and its settings (``eval.<name>``) in the schema.
+SUITES: dict[str, type[Suite]] = {suite.name: suite for suite in (
+    RefusalSuite, OverRefusalSuite, PreferenceSuite, PerplexitySuite, LatentSeparationSuite)}
+HEADLINE = tuple(key for suite in SUITES.values() for key in suite.headline)

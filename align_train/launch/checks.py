@@ -151,12 +151,6 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
             f"precision is set in one place: set train.precision={launch.mixed_precision} (and mixed_precision: "
             "'no' in the accelerate config)"
         )
-    if launch.sharded and getattr(cfg.tuning, "save_merged", False):
-        raise ConfigError(
-            f"tuning.save_merged=true cannot work under {launch.kind} with sharded parameters (ZeRO-3 / FSDP): the "
-            "merge needs the whole model on one process. Train without it, then merge final/ on one machine with "
-            "peft (AutoPeftModelForCausalLM.from_pretrained(...).merge_and_unload())"
-        )
     if launch.kind == "fsdp" and (train.use_cpu or (launch.source == ENV_SOURCE and not _has_gpu())):
         raise ConfigError(
             "FSDP needs GPUs: accelerate does not shard on a CPU, and the processes would train unsharded and "

@@ -3,10 +3,13 @@
 from align_train.errors import ConfigError
 from align_train.objectives.base import Objective
 from align_train.objectives.bco import BCOObjective
+from align_train.objectives.cpo import CPOObjective
 from align_train.objectives.dpo import DPOObjective
 from align_train.objectives.kto import KTOObjective
 from align_train.objectives.midtrain import MidtrainObjective
+from align_train.objectives.orpo import ORPOObjective
 from align_train.objectives.sft import SFTObjective
+from align_train.objectives.simpo import SimPOObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "midtrain": MidtrainObjective,
@@ -14,6 +17,9 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "dpo": DPOObjective,
     "kto": KTOObjective,
     "bco": BCOObjective,
+    "simpo": SimPOObjective,
+    "orpo": ORPOObjective,
+    "cpo": CPOObjective,
 }
 
 

@@ -44,11 +44,29 @@ class Objective(ABC):
         """Whether the trainer must be given a reference model (when the tuning does not provide one)."""
         return False
 
+    def prepare(self, model, tokenizer, data: DataBundle, run_dir) -> DataBundle:
+        """Data-dependent state read from the loaded, untouched model before the trainer is built.
+
+        Returns the data the trainer gets (BCO attaches its distribution-matching weights here).
+        Called on every process; ``run_dir`` is where it may record what it did (main process).
+        """
+        return data
+
     # ----------------------------------------------------------------- building
 
+    def passthrough_kwargs(self) -> dict[str, Any]:
+        """The settings the schema declares as TRL's own (``config.trl``), under their names."""
+        from omegaconf import OmegaConf
+
+        from align_train.config import OBJECTIVE_SCHEMAS
+
+        values = OmegaConf.to_container(self.cfg, resolve=True) if OmegaConf.is_config(self.cfg) else dict(self.cfg)
+        return {f.name: values[f.name] for f in dataclasses.fields(OBJECTIVE_SCHEMAS[self.name])
+                if f.metadata.get("trl") and f.name in values}
+
     def trl_kwargs(self, data: DataBundle) -> dict[str, Any]:
-        """Objective-specific fields of the TRL config."""
-        return {}
+        """The TRL config's objective fields: the pass-through settings, and what this objective derives."""
+        return self.passthrough_kwargs()
 
     def trl_field_names(self) -> set[str]:
         return {f.name for f in dataclasses.fields(self.config_class)}
@@ -60,9 +78,14 @@ class Objective(ABC):
             raise ConfigError(f"{self.config_class.__name__} has no field(s) {unknown}")
         return self.config_class(**kwargs)
 
+    def trainer_init_kwargs(self, data: DataBundle) -> dict[str, Any]:
+        """Arguments of this objective's own for its trainer (a custom loss: ``{"loss": ...}``)."""
+        return {}
+
     def build_trainer(self, model, ref_model, tokenizer, data: DataBundle, args, callbacks, **extra):
         """The TRL trainer; ``extra`` comes from the tuning strategy and is passed through untouched."""
         kwargs = dict(
+            **self.trainer_init_kwargs(data),
             model=model,
             args=args,
             train_dataset=data.train,

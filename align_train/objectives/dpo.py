@@ -7,7 +7,6 @@ import re
 
 from trl import DPOConfig, DPOTrainer
 
-from align_train.data import DataBundle
 from align_train.errors import ConfigError
 from align_train.objectives.base import ReferenceObjective, check_choice
 
@@ -69,22 +68,3 @@ class DPOObjective(ReferenceObjective):
                 "objective.sync_ref_model and objective.precompute_ref_log_probs cannot both be true: "
                 "precomputed log-probs assume a fixed reference"
             )
-
-    def trl_kwargs(self, data: DataBundle) -> dict:
-        cfg = self.cfg
-        return {
-            "beta": cfg.beta,
-            "loss_type": list(cfg.loss_type),
-            "loss_weights": list(cfg.loss_weights) if cfg.loss_weights is not None else None,
-            "label_smoothing": cfg.label_smoothing,
-            "ld_alpha": cfg.ld_alpha,
-            "f_divergence_type": cfg.f_divergence_type,
-            "f_alpha_divergence_coef": cfg.f_alpha_divergence_coef,
-            "discopop_tau": cfg.discopop_tau,
-            "use_weighting": cfg.use_weighting,
-            "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
-            "padding_free": cfg.padding_free,
-            "sync_ref_model": cfg.sync_ref_model,
-            "ref_model_mixup_alpha": cfg.ref_model_mixup_alpha,
-            "ref_model_sync_steps": cfg.ref_model_sync_steps,
-        }

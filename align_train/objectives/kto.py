@@ -55,13 +55,5 @@ class KTOObjective(ReferenceObjective):
         return warnings
 
     def trl_kwargs(self, data: DataBundle) -> dict:
-        cfg = self.cfg
-        return {
-            "beta": cfg.beta,
-            "loss_type": cfg.loss_type,
-            "desirable_weight": cfg.desirable_weight,
-            "undesirable_weight": cfg.undesirable_weight,
-            "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
-            # KTO's KL term pairs neighbours in a fixed-order batch; the data layer has already shuffled the rows.
-            "train_sampling_strategy": "sequential",
-        }
+        # KTO's KL term pairs neighbours in a fixed-order batch; the data layer has already shuffled the rows.
+        return {**self.passthrough_kwargs(), "train_sampling_strategy": "sequential"}

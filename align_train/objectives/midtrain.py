@@ -28,8 +28,7 @@ class MidtrainObjective(Objective):
 
     def trl_kwargs(self, data: DataBundle) -> dict:
         return {
-            "packing": self.cfg.packing,
-            "packing_strategy": self.cfg.packing_strategy,
+            **self.passthrough_kwargs(),
             "dataset_text_field": "text",
             "assistant_only_loss": False,  # documents: every token is a target
             "completion_only_loss": False,

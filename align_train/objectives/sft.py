@@ -30,7 +30,7 @@ class SFTObjective(Objective):
         return self.cfg.assistant_only_loss and data.format == "messages"
 
     def trl_kwargs(self, data: DataBundle) -> dict:
-        kwargs = {"packing": self.cfg.packing, "assistant_only_loss": self._assistant_only(data)}
+        kwargs = {**self.passthrough_kwargs(), "assistant_only_loss": self._assistant_only(data)}
         if self.cfg.completion_only_loss is not None:
             kwargs["completion_only_loss"] = self.cfg.completion_only_loss
         return kwargs

@@ -18,6 +18,7 @@ labels, where a classifier that memorises prompts is worse than chance.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from align_train.errors import DataError
+from align_train.errors import ConfigError, DataError
+from align_train.inference import load_side_model, pooled_hidden_states
 
 # Below this held-out balanced accuracy the classifier cannot tell the prompt sets apart.
 INDISTINGUISHABLE_ACCURACY = 0.55
@@ -93,17 +95,13 @@ def clipped_weights(ratios: np.ndarray, min_ratio: float, max_ratio: float) -> t
     return weights, stats
 
 
-def prompt_text(prompt) -> str:
-    """A prompt as one string: plain text as is, a conversation as its turns' contents."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(str(message.get("content", "")) for message in prompt)
+def prompt_key(prompt) -> str:
+    """A prompt (plain text or chat messages) as a key: the same prompt, the same key."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
-def embed_prompts(model, tokenizer, prompts: list[str], batch_size: int, use_chat_template: bool) -> np.ndarray:
-    """Mean-pooled last-layer hidden states, one row per prompt."""
-    from align_train.evaluation.separation import pooled_hidden_states
-
+def embed_prompts(model, tokenizer, prompts: list, batch_size: int, use_chat_template: bool) -> np.ndarray:
+    """Mean-pooled last-layer hidden states, one row per prompt, read as every other reader reads a prompt."""
     n_layers = model.config.num_hidden_layers
     states = pooled_hidden_states(model, tokenizer, prompts, layers=[n_layers], pooling="mean",
                                   batch_size=batch_size, use_chat_template=use_chat_template)
@@ -111,14 +109,8 @@ def embed_prompts(model, tokenizer, prompts: list[str], batch_size: int, use_cha
 
 
 def load_embedding_model(name_or_path: str):
-    """A sentence-embedding (or any transformers) encoder from a local directory or hub id."""
-    from transformers import AutoModel, AutoTokenizer
-
+    """A sentence-embedding (or any transformers) encoder from a local directory or hub id (safetensors only)."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path, use_safetensors=True)  # never a pickle
-    except (OSError, ValueError) as err:
-        raise DataError(f"objective.udm.embedding_model: cannot load '{name_or_path}': {err}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+        return load_side_model(name_or_path, "encoder", key="objective.udm.embedding_model")
+    except ConfigError as err:
+        raise DataError(str(err)) from None

@@ -83,31 +83,18 @@ def write_template(items: list[Planned], cfg: SpecDocsConfig, spec: Spec) -> lis
 
 
 def write_model(items: list[Planned], cfg: SpecDocsConfig, spec: Spec) -> list[str]:
-    """Batched sampling from a causal LM (left padding, one seed for the whole run)."""
+    """Batched sampling from a causal LM (the shared generator; one seed for the whole run)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, use_safetensors=True)
-    model.eval()
+    from align_train.config import GenerationConfig
+    from align_train.inference import generate, load_side_model
+
+    model, tokenizer = load_side_model(cfg.model, "causal-lm", key="model")
     prompts = [model_prompt(it.principle, it.doc_type, spec.name) for it in items]
-    if cfg.chat:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                 add_generation_prompt=True) for p in prompts]
+    sampling = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                do_sample=cfg.temperature > 0, temperature=cfg.temperature or 1.0, top_p=cfg.top_p)
     torch.manual_seed(cfg.seed)
-    texts = []
-    for start in range(0, len(prompts), cfg.batch_size):
-        batch = tokenizer(prompts[start:start + cfg.batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=not cfg.chat)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.temperature > 0,
-                                 temperature=cfg.temperature if cfg.temperature > 0 else None, top_p=cfg.top_p,
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
-        texts += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    return texts
+    return generate(model, tokenizer, prompts, sampling, chat=cfg.chat)
 
 
 def _post(url: str, payload: dict, cfg: SpecDocsConfig) -> dict:

@@ -21,4 +21,18 @@ def make_tuning(cfg) -> TuningStrategy:
     return TUNING_STRATEGIES[cfg.name](cfg)
 
 
-__all__ = ["TUNING_STRATEGIES", "TuningStrategy", "make_tuning"]
+def load_trained_model(directory: str, model_cfg, tuning_name: str | None = None):
+    """A trained model directory for scoring, loaded by the strategy that wrote it.
+
+    The run's strategy when known; otherwise the strategy whose artifact the directory holds (a
+    LoRA adapter, NeST's parametrised checkpoint), else a plain model.
+    """
+    from pathlib import Path
+
+    strategy = TUNING_STRATEGIES.get(tuning_name) if tuning_name else None
+    if strategy is None or not strategy.claims(Path(directory)):
+        strategy = next((s for s in TUNING_STRATEGIES.values() if s.claims(Path(directory))), FullTuning)
+    return strategy.load_trained(directory, model_cfg)
+
+
+__all__ = ["TUNING_STRATEGIES", "TuningStrategy", "load_trained_model", "make_tuning"]

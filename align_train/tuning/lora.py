@@ -8,7 +8,7 @@ cannot know the adapter is fresh.)
 from __future__ import annotations
 
 import copy
-import os
+from pathlib import Path
 
 from peft import LoraConfig
 from torch import nn
@@ -64,14 +64,55 @@ class LoraTuning(TuningStrategy):
     def trainer_kwargs(self) -> dict:
         return {"peft_config": self.peft_config()}
 
-    def save_final(self, trainer, directory: str) -> str:
+    def check_launch(self, launch) -> None:
+        if launch.sharded and self.cfg.save_merged:
+            raise ConfigError(
+                f"tuning.save_merged=true cannot work under {launch.kind} with sharded parameters (ZeRO-3 / FSDP): the "
+                "merge needs the whole model on one process. Train without it, then merge final/ on one machine with "
+                "peft (AutoPeftModelForCausalLM.from_pretrained(...).merge_and_unload())"
+            )
+
+    def save_final(self, trainer, run_dir) -> str:
         """The adapter (peft's loader, or transformers with peft installed, loads it); merged model too if asked."""
-        trainer.save_model(directory)
+        trainer.save_model(str(run_dir.final))
         if not self.cfg.save_merged:
             return "LoRA adapter (safetensors) and tokenizer"
-        merged_dir = os.path.join(os.path.dirname(directory.rstrip("/")), "final-merged")
         if trainer.accelerator.is_main_process:
             # Merge a copy: the trained peft model stays intact for anything that runs after saving.
             merged = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).merge_and_unload()
-            save_model(merged, trainer.processing_class, merged_dir)
-        return f"LoRA adapter and tokenizer; merged model in {merged_dir}"
+            save_model(merged, trainer.processing_class, str(run_dir.final_merged))
+        return f"LoRA adapter and tokenizer; merged model in {run_dir.final_merged}"
+
+    def final_model(self, run_dir) -> Path:
+        """A following stage trains the merged model (pipelines require save_merged for a LoRA stage)."""
+        return run_dir.final_merged
+
+    @classmethod
+    def claims(cls, directory: Path) -> bool:
+        return (Path(directory) / "adapter_config.json").is_file()
+
+    @classmethod
+    def load_trained(cls, directory: str, model_cfg):
+        """The adapter's base model (safetensors, no remote code unless asked) with the adapter on it.
+
+        The adapter's weights load from adapter_model.safetensors only; a pickled adapter_model.bin
+        is refused rather than unpickled.
+        """
+        import json
+
+        from omegaconf import OmegaConf
+        from peft import PeftModel
+
+        from align_train.models import load_model
+
+        directory = Path(directory)
+        if not cls.claims(directory):
+            return super().load_trained(str(directory), model_cfg)
+        if not (directory / "adapter_model.safetensors").is_file():
+            raise ConfigError(f"{directory}: the adapter's weights are not in adapter_model.safetensors (a pickled "
+                              "adapter_model.bin is never loaded); save it with safe_serialization=True")
+        base = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ConfigError(f"{directory / 'adapter_config.json'}: names no base_model_name_or_path")
+        model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": base, "init": "pretrained"}))
+        return PeftModel.from_pretrained(model, str(directory))

@@ -74,6 +74,19 @@ def deltas_of(model: nn.Module, selection, kinds: list[str]) -> dict[tuple[str, 
 PARAMETRISED = ".parametrizations.weight.original"
 
 
+def checkpoint_keys(directory) -> list[str]:
+    """The tensor names of a directory's safetensors files (read from their headers, no weights loaded)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for path in sorted(Path(directory).glob("*.safetensors")) if Path(directory).is_dir() else []:
+        with safe_open(str(path), framework="pt") as handle:
+            keys += list(handle.keys())
+    return keys
+
+
 def is_parametrised_state(keys) -> bool:
     """Whether a state dict (e.g. a mid-run checkpoint's) holds NeST-parametrised projections."""
     return any(k.endswith(PARAMETRISED) for k in keys)

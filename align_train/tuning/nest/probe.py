@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from align_train.errors import ConfigError
-from align_train.evaluation.generation import render
+from align_train.inference import pooled_module_inputs
 
 
 def mlp_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -27,34 +27,9 @@ def mlp_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return blocks
 
 
-@torch.no_grad()
 def pooled_activations(model: nn.Module, tokenizer, prompts: list[str], batch_size: int,
                        max_length: int) -> list[torch.Tensor]:
     """Per MLP block, a (prompts x neurons) float32 tensor of max-pooled down_proj inputs."""
-    blocks = mlp_blocks(model)
-    pooled: list[list[torch.Tensor]] = [[] for _ in blocks]
-    mask: torch.Tensor | None = None
-
-    def recorder(i):
-        def hook(module, args):
-            x = args[0].float().masked_fill(~mask[..., None], float("-inf"))
-            pooled[i].append(x.amax(dim=1).cpu())
-        return hook
-
-    handles = [block.down_proj.register_forward_pre_hook(recorder(i)) for i, (_, block) in enumerate(blocks)]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for start in range(0, len(prompts), batch_size):
-            texts = [render(tokenizer, p) for p in prompts[start:start + batch_size]]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                              add_special_tokens=not tokenizer.chat_template)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            mask = batch["attention_mask"].bool()
-            model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return [torch.cat(chunks) for chunks in pooled]
+    modules = [block.down_proj for _, block in mlp_blocks(model)]
+    return pooled_module_inputs(model, tokenizer, prompts, modules, pooling="max", batch_size=batch_size,
+                                max_length=max_length)

@@ -7,16 +7,17 @@ of the starting model as their reference (``provides_reference`` is false), as u
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from torch import nn
 
+from align_train import console
+from align_train.data.prompts import load_prompts
 from align_train.distributed import process_state
 from align_train.errors import ConfigError
+from align_train.run_dir import RunDir, checkpoints
 from align_train.tuning.base import TuningStrategy
-from align_train.run_dir import checkpoints
 from align_train.tuning.nest.artifact import (
     ADAPTER_FILE,
     SELECTION_FILE,
@@ -25,8 +26,15 @@ from align_train.tuning.nest.artifact import (
     save_adapter,
     save_selection,
 )
-from align_train.tuning.nest.parametrize import KINDS, add_deltas, deltas_of, fold
-from align_train.evaluation.generation import load_prompts
+from align_train.tuning.nest.parametrize import (
+    KINDS,
+    add_deltas,
+    checkpoint_keys,
+    deltas_of,
+    fold,
+    fold_state_dict,
+    is_parametrised_state,
+)
 from align_train.tuning.nest.probe import mlp_blocks, pooled_activations
 from align_train.tuning.nest.select import LayerSelection, select_layers
 
@@ -35,8 +43,7 @@ SELECTIONS = ("probe", "random")
 
 
 def log(message: str) -> None:
-    if process_state().is_main_process:
-        print(f"[align-train] nest: {message}", file=sys.stderr, flush=True)
+    console.log(message, topic="nest")
 
 
 def probe_and_select(model: nn.Module, tokenizer, cfg) -> list[LayerSelection]:
@@ -100,7 +107,7 @@ class NestTuning(TuningStrategy):
             if not isinstance(getattr(blocks[0][1], KINDS[kind][0], None), nn.Linear):
                 raise ConfigError(f"tuning.weights: '{kind}' needs a linear {KINDS[kind][0]} in the MLP blocks, "
                                   f"which {type(model).__name__} lacks")
-        path = Path(run_dir) / SELECTION_FILE
+        path = RunDir(run_dir).file(SELECTION_FILE)
         settings = self.settings(model)
         before = cached_settings(path)
         if before is not None and before != settings and checkpoints(Path(run_dir)):
@@ -141,17 +148,36 @@ class NestTuning(TuningStrategy):
             log(f"  {layer.module}: {len(layer.neurons)} neurons in {layer.n_clusters} clusters")
         return model
 
-    def save_final(self, trainer, directory: str) -> str:
+    def save_final(self, trainer, run_dir) -> str:
         """Fold the cluster vectors into the weights, save a standard checkpoint, and the small adapter."""
         model = trainer.accelerator.unwrap_model(trainer.model)
         kinds = list(self.cfg.weights)
         deltas = {key: d.detach().clone() for key, d in deltas_of(model, self.selection, kinds).items()}
         trainable = sum(d.numel() for d in deltas.values())
         fold(model)
-        trainer.save_model(directory)
+        trainer.save_model(str(run_dir.final))
         info = {"trainable_parameters": trainable, "base_model": getattr(model.config, "_name_or_path", None)}
         if trainer.accelerator.is_main_process:
-            info = save_adapter(Path(directory), self.selection, deltas, kinds, info)
-            log(f"adapter {Path(directory) / ADAPTER_FILE}: {info['artifact_bytes']:,} bytes, "
+            info = save_adapter(run_dir.final, self.selection, deltas, kinds, info)
+            log(f"adapter {run_dir.final / ADAPTER_FILE}: {info['artifact_bytes']:,} bytes, "
                 f"{trainable:,} parameters")
         return f"folded model (safetensors), tokenizer and NeST adapter ({ADAPTER_FILE}, {trainable:,} parameters)"
+
+    @classmethod
+    def claims(cls, directory: Path) -> bool:
+        """A mid-run checkpoint stores base weights and cluster vectors apart (final/ is already folded)."""
+        return is_parametrised_state(checkpoint_keys(Path(directory)))
+
+    @classmethod
+    def load_trained(cls, directory: str, model_cfg):
+        """final/ as it is; a mid-run checkpoint with its cluster vectors folded into the weights."""
+        from safetensors.torch import load_file
+
+        model = super().load_trained(directory, model_cfg)
+        files = sorted(Path(directory).glob("*.safetensors")) if Path(directory).is_dir() else []
+        state = {k: v for f in files for k, v in load_file(str(f)).items()}
+        if is_parametrised_state(state):
+            missing, unexpected = model.load_state_dict(fold_state_dict(state), strict=False)
+            if unexpected or [k for k in missing if k != "lm_head.weight"]:
+                raise ConfigError(f"{directory}: NeST checkpoint does not fit the model ({missing}, {unexpected})")
+        return model

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from align_train.errors import AlignTrainError, ConfigError
+from align_train.errors import ConfigError
 from align_train.specdocs.generate import SpecDocsConfig, generate_documents, render_card
 from align_train.specdocs.spec import load_spec
 
@@ -59,15 +59,3 @@ def spec_docs(argv: list[str]) -> dict:
           f"{fl['too_long']} long, {fl['exact_duplicates']} exact and {fl['near_duplicates']} near duplicates); "
           f"data card {md}", file=sys.stderr)
     return card
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        spec_docs(list(sys.argv[1:] if argv is None else argv))
-    except AlignTrainError as err:
-        print(f"align-data spec-docs: error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from align_train.errors import AlignTrainError, ConfigError
+from align_train.cli.errors import run_command
+from align_train.errors import ConfigError
 from align_train.launch.slurm import SlurmJob, render, submit
 
 JOB_FIELDS = {f.name: f for f in dataclasses.fields(SlurmJob)}
@@ -43,7 +44,7 @@ def split_arguments(arguments: list[str]) -> tuple[SlurmJob, list[str]]:
 
 def check_run(job: SlurmJob, overrides: list[str]):
     """Compose the run config as the job will, and check it for the job's process count and launcher."""
-    from align_train.cli import compose, setup
+    from align_train.composition import compose, setup
     from align_train.launch.checks import launch_from_accelerate_config
     from align_train.recipes import check_selected
     from align_train.train import validate_config
@@ -91,11 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     slurm_parser.add_argument("--script", help="where to write the script before sbatch (default: in the log directory)")
     slurm_parser.add_argument("arguments", nargs="*", help="key=value launch settings and align-train overrides")
     args = parser.parse_args(argv)
-    try:
-        sys.exit(slurm(args.arguments, args.dry_run, args.script))
-    except AlignTrainError as err:
-        print(f"align-launch: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_command("align-launch", slurm, args.arguments, args.dry_run, args.script)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The ``align-train`` command (also ``python -m align_train``): check, then Hydra composes, ``train.run`` runs.
+"""``align-train`` (also ``python -m align_train``): check the command line, then Hydra composes and ``train.run`` runs.
 
 Recipes live in ``recipes/`` and are offered to Hydra as the ``recipe`` group:
 ``recipes/tiny/sft.yaml`` is ``recipe=tiny/sft``. Extra recipe directories can be added
@@ -13,15 +13,13 @@ file or key and exits with code 2 before a directory is created.
 from __future__ import annotations
 
 import os
-import secrets
 import sys
-import time
 
 import align_train.processes  # noqa: F401  (captures the user's environment before anything changes it)
-from align_train.errors import AlignTrainError, ConfigError
-from align_train.recipes import recipe_dirs, register_recipes  # noqa: F401  (the recipe group's home)
+from align_train.cli.errors import run_command
+from align_train.composition import compose, setup
+from align_train.errors import ConfigError
 
-STAMP_ENV = "ALIGN_TRAIN_RUN_STAMP"
 # Hydra's flags that take a value, and those align-train refuses: its primary config is fixed (recipes
 # select everything), and a rerun unpickles a file from a run directory.
 VALUE_FLAGS = {"--config-dir", "-cd", "--cfg", "-c", "--package", "-p", "--shell-completion", "-sc"}
@@ -32,42 +30,6 @@ REFUSED_FLAGS = {"--config-path": "align-train's primary config is fixed; select
                  "--experimental-rerun": "it loads a pickled config from a run directory, which can run code"}
 INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 NO_CHECK_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc"}
-
-
-def new_run_stamp() -> str:
-    """Time to the second, then random: two launches in the same second never share a directory."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def shared_run_stamp() -> str:
-    """One stamp for the run directory, the same on every process of a multi-process launch."""
-    if STAMP_ENV in os.environ:
-        return os.environ[STAMP_ENV]
-    stamp = new_run_stamp()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate.utils import broadcast_object_list
-
-        from align_train.distributed import process_state
-
-        process_state()  # joins the process group the launcher set up
-        stamp = broadcast_object_list([stamp])[0]
-    return stamp
-
-
-def setup() -> None:
-    """Resolvers, schemas and recipes: everything Hydra must know before composing."""
-    from omegaconf import OmegaConf
-
-    from align_train.config import register_schemas
-    from align_train.paths import register_resolvers
-    from align_train.recipes import register_recipes
-
-    register_resolvers()
-    os.environ.setdefault(STAMP_ENV, shared_run_stamp())
-    if not OmegaConf.has_resolver("run_stamp"):
-        OmegaConf.register_new_resolver("run_stamp", lambda: os.environ[STAMP_ENV])
-    register_schemas()
-    register_recipes()
 
 
 # --------------------------------------------------------------------------- the command line
@@ -113,53 +75,6 @@ def first_sweep_point(overrides: list[str]) -> list[str]:
         else:
             out.append(override.input_line)
     return out
-
-
-def composition_error(err: Exception) -> ConfigError:
-    """Hydra's composition error in align-train's words (no advice to add keys with '+'), naming the key or file."""
-    from hydra.errors import OverrideParseException
-
-    from align_train.recipes import recipe_dirs
-
-    if isinstance(err, OverrideParseException):
-        return ConfigError(f"the override '{err.override}' is not valid Hydra syntax ({str(err).splitlines()[0]}); "
-                           "quote values with special characters, e.g. key='a b'")
-    lines = [line.strip() for line in str(err).splitlines()
-             if line.strip() and not line.strip().startswith("To append to your config use")]
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        lines.append(str(cause).strip().splitlines()[0])
-    text = " ".join(lines)
-    key = getattr(cause, "full_key", None)
-    if any(marker in text for marker in ("is not in struct", "not in '", "Could not override")):
-        text += " - no such setting: the config is closed; check the spelling (--cfg job prints every setting)"
-    for part in text.split("'"):
-        if part.startswith("recipe/"):
-            name = part.removeprefix("recipe/")
-            for root in recipe_dirs():
-                if (root / f"{name}.yaml").is_file():
-                    text = text.replace(f"'{part}'", f"'{part}' ({root / f'{name}.yaml'})", 1)
-                    break
-    return ConfigError(f"{key}: {text}" if key and key not in text else text)
-
-
-def compose(overrides: list[str], config_dir: str | None = None):
-    """The config Hydra composes for these overrides (nothing runs), or ConfigError."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from align_train.paths import CONF_DIR
-
-    extra = [f"hydra.searchpath=[file://{os.path.abspath(config_dir)}]"] if config_dir else []
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides + extra)
-    except AlignTrainError:
-        raise
-    except Exception as err:  # Hydra raises several kinds; each names the override or the file
-        raise composition_error(err) from None
 
 
 def preflight(flags: dict[str, str | None], overrides: list[str]) -> None:
@@ -208,24 +123,21 @@ def _task(cfg) -> None:
         output_dir = os.path.join(output_dir, str(hydra_cfg.job.num))
     cfg.output_dir = output_dir
     overrides = list(hydra_cfg.overrides.task)
-    try:
-        if cfg.stages:  # a pipeline: every stage is composed again from these overrides
-            from align_train.pipeline import run_pipeline
+    if cfg.stages:  # a pipeline: every stage is composed again from these overrides
+        from align_train.pipeline import run_pipeline
 
-            run_pipeline(cfg, overrides)
-        else:
-            from align_train.train import run  # heavy imports only once the config composed
+        run_command("align-train", run_pipeline, cfg, overrides)
+    else:
+        from align_train.train import run  # heavy imports only once the config composed
 
-            run(cfg, overrides=overrides)
-    except AlignTrainError as err:
-        fail(err)
+        run_command("align-train", run, cfg, (), overrides)
 
 
-def fail(err: AlignTrainError) -> None:
-    # A preempted run is not an error of the user's: it says so and exits "try again later" (75).
-    label = "preempted" if getattr(err, "exit_code", None) else "error"
-    print(f"align-train: {label}: {err}", file=sys.stderr)
-    sys.exit(getattr(err, "exit_code", 2))
+def check_command_line(argv: list[str]) -> None:
+    flags, overrides = split_argv(argv)
+    setup()
+    if not NO_CHECK_FLAGS & set(flags):
+        preflight(flags, overrides)
 
 
 def main() -> None:
@@ -233,17 +145,7 @@ def main() -> None:
 
     from align_train.paths import CONF_DIR
 
-    argv = sys.argv[1:]
-    try:
-        flags, overrides = split_argv(argv)
-        setup()
-        if not NO_CHECK_FLAGS & set(flags):
-            preflight(flags, overrides)
-    except AlignTrainError as err:
-        fail(err)
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
+    run_command("align-train", check_command_line, sys.argv[1:])
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)()
 
 

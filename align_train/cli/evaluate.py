@@ -20,11 +20,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from align_train import console
+from align_train.cli.errors import run_command
 from align_train.config import AlignConfig
-from align_train.errors import AlignTrainError, ConfigError
-from align_train.evaluation.evaluator import Evaluator, brief, evaluation_records
+from align_train.errors import ConfigError
+from align_train.evaluation.evaluator import Evaluator, brief, enabled_suites, evaluation_records
 from align_train.evaluation.suites import HEADLINE
-from align_train.run_dir import checkpoints, write_json
+from align_train.run_dir import RunDir, checkpoint_dirs, write_json
 
 
 # --------------------------------------------------------------------------- configuration
@@ -32,17 +34,18 @@ from align_train.run_dir import checkpoints, write_json
 
 def eval_group_config(name: str):
     """An option of the ``eval`` config group, as Hydra composes it."""
-    from hydra import compose, initialize_config_dir
-
-    from align_train.cli import setup
+    from align_train.composition import compose, setup
     from align_train.paths import CONF_DIR
 
     setup()
     if not (CONF_DIR / "eval" / f"{name}.yaml").is_file():
         options = sorted(p.stem for p in (CONF_DIR / "eval").glob("*.yaml"))
         raise ConfigError(f"--eval {name}: no such eval config; choose one of {', '.join(options)}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"eval={name}", "~recipe"])
+    return compose([f"eval={name}", "~recipe"])
+
+
+# Settings of earlier versions that the schema no longer has: dropped when an old run directory is read.
+LEGACY_KEYS = ("summary",)
 
 
 def run_config(run_dir: Path, trust_remote_code: bool = False):
@@ -54,13 +57,17 @@ def run_config(run_dir: Path, trust_remote_code: bool = False):
     from align_train.paths import register_resolvers
 
     register_resolvers()
+    run = RunDir(run_dir)
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(AlignConfig), OmegaConf.load(run_dir / "config.yaml"))
+        recorded = OmegaConf.load(run.config)
+        for key in LEGACY_KEYS:
+            recorded.pop(key, None)
+        cfg = OmegaConf.merge(OmegaConf.structured(AlignConfig), recorded)
     except Exception as err:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: not a readable align-train config ({err})") from None
+        raise ConfigError(f"{run.config}: not a readable align-train config ({err})") from None
     if cfg.model.trust_remote_code and not trust_remote_code:
-        print(f"[align-eval] {run_dir}: its config.yaml sets model.trust_remote_code=true; align-eval ignores that "
-              "(pass --trust-remote-code to allow the model's own code)", file=sys.stderr)
+        console.log(f"{run_dir}: its config.yaml sets model.trust_remote_code=true; align-eval ignores that "
+                    "(pass --trust-remote-code to allow the model's own code)")
     cfg.model.trust_remote_code = bool(trust_remote_code)
     return cfg
 
@@ -75,40 +82,21 @@ def with_overrides(eval_cfg, overrides: list[str]):
 # --------------------------------------------------------------------------- loading what is scored
 
 
-def load_for_eval(path: str, model_cfg):
-    """A model directory, checkpoint or hub id with its tokenizer; LoRA adapters load onto their base.
+def load_for_eval(path: str, model_cfg, tuning_name: str | None = None):
+    """A model directory, checkpoint or hub id with its tokenizer, loaded by the tuning strategy that wrote it.
 
     Weights load from safetensors only, adapters included: a directory that offers only pickled
     weights (adapter_model.bin, pytorch_model.bin) is refused rather than unpickled.
     """
-    from align_train.models import load_model, load_tokenizer
+    from align_train.models import load_tokenizer
+    from align_train.tuning import load_trained_model
 
     local = Path(path)
-    if (local / "adapter_config.json").is_file():
-        model = load_lora_adapter(local, model_cfg)
-    else:
-        model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": path, "init": "pretrained"}))
-        fold_nest_checkpoint(model, local)
+    model = load_trained_model(path, model_cfg, tuning_name)
     # A checkpoint carries its tokenizer; a directory without one uses the run's (a hub id carries its own).
     has_tokenizer = (local / "tokenizer_config.json").is_file() or not local.exists()
     source = path if has_tokenizer else (model_cfg.tokenizer or model_cfg.name_or_path)
     return model, load_tokenizer(OmegaConf.merge(model_cfg, {"tokenizer": source}))
-
-
-def load_lora_adapter(directory: Path, model_cfg):
-    """The adapter's base model (safetensors, no remote code unless asked) with the adapter on it."""
-    from peft import PeftModel
-
-    from align_train.models import load_model
-
-    if not (directory / "adapter_model.safetensors").is_file():
-        raise ConfigError(f"{directory}: the adapter's weights are not in adapter_model.safetensors (a pickled "
-                          "adapter_model.bin is never loaded); save it with safe_serialization=True")
-    base = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{directory / 'adapter_config.json'}: names no base_model_name_or_path")
-    model = load_model(OmegaConf.merge(model_cfg, {"name_or_path": base, "init": "pretrained"}))
-    return PeftModel.from_pretrained(model, str(directory))
 
 
 def check_target(path: str) -> None:
@@ -119,7 +107,8 @@ def check_target(path: str) -> None:
     if local.is_file():
         raise ConfigError(f"{path}: is a file; {expected}")
     if local.is_dir():
-        if not any((local / name).is_file() for name in ("config.yaml", "config.json", "adapter_config.json")):
+        if not (RunDir(local).config.is_file() or any((local / name).is_file() for name in ("config.json",
+                                                                                              "adapter_config.json"))):
             shown = ", ".join(sorted(p.name for p in local.iterdir())[:6]) or "nothing"
             raise ConfigError(f"{path}: holds {shown}; {expected}")
         return
@@ -128,30 +117,12 @@ def check_target(path: str) -> None:
         raise ConfigError(f"{path}: does not exist; {expected}")
 
 
-def fold_nest_checkpoint(model, directory: Path) -> None:
-    """A NeST run's mid-run checkpoint stores base weights and cluster vectors apart: load them folded."""
-    from safetensors.torch import load_file
-
-    from align_train.tuning.nest.parametrize import fold_state_dict, is_parametrised_state
-
-    files = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
-    state = {k: v for f in files for k, v in load_file(str(f)).items()}
-    if is_parametrised_state(state):
-        missing, unexpected = model.load_state_dict(fold_state_dict(state), strict=False)
-        if unexpected or [k for k in missing if k != "lm_head.weight"]:
-            raise RuntimeError(f"{directory}: NeST checkpoint does not fit the model ({missing}, {unexpected})")
-
-
-def run_targets(run_dir: Path, cfg) -> list[tuple[int, str, bool]]:
+def run_targets(run: RunDir, cfg) -> list[tuple[int, str, bool]]:
     """(step, model path, is the starting model) for the start, every complete checkpoint and final/."""
     targets = [(0, cfg.model.name_or_path, True)] if cfg.eval.baseline else []
-    steps = {}
-    for checkpoint in checkpoints(run_dir):
-        steps[int(checkpoint.name.split("-")[1])] = str(checkpoint)
-    summary = run_dir / "summary.json"
-    if (run_dir / "final").is_dir() and summary.is_file():
-        final_step = json.loads(summary.read_text())["steps"]
-        steps.setdefault(final_step, str(run_dir / "final"))  # a checkpoint at that step holds the same weights
+    steps = {step: str(path) for step, path in checkpoint_dirs(run.root) if path in run.checkpoints()}
+    if run.final.is_dir() and run.is_complete():
+        steps.setdefault(run.final_step(), str(run.final))  # a checkpoint at that step holds the same weights
     return targets + [(step, path, False) for step, path in sorted(steps.items())]
 
 
@@ -166,25 +137,27 @@ def heldout_of(cfg) -> dict:
 
 def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force: bool,
               trust_remote_code: bool = False) -> list[dict]:
+    run = RunDir(run_dir)
     cfg = run_config(run_dir, trust_remote_code)
     if eval_name:
         cfg.eval = eval_group_config(eval_name).eval
     cfg.eval = with_overrides(cfg.eval, overrides)
-    if not any(getattr(cfg.eval, name).enabled for name in ("refusal", "over_refusal", "preference", "perplexity",
-                                                             "latent_separation")):
-        raise ConfigError(f"{run_dir}: its config enables no evaluation suite; pick one with --eval (e.g. --eval tiny)")
-    evaluator = Evaluator(cfg.eval, run_dir / "eval", heldout=heldout_of(cfg), max_length=cfg.model.max_length)
-    done = set() if force else {r["step"] for r in evaluation_records(run_dir / "eval") if not r.get("skipped")}
-    for step, path, is_start in run_targets(run_dir, cfg):
+    if not enabled_suites(cfg.eval):  # a run trained without evaluation: score it with the default suites
+        cfg.eval = with_overrides(eval_group_config("default").eval, overrides)
+        console.log(f"{run_dir}: its config enables no evaluation suite; scoring with the default ones "
+                    f"({', '.join(enabled_suites(cfg.eval))}; --eval NAME picks others, e.g. --eval tiny)")
+    evaluator = Evaluator(cfg.eval, run.eval_dir, heldout=heldout_of(cfg), max_length=cfg.model.max_length)
+    done = set() if force else {r["step"] for r in evaluation_records(run.eval_dir) if not r.get("skipped")}
+    for step, path, is_start in run_targets(run, cfg):
         if step in done:
             continue
-        print(f"[align-eval] {run_dir}: scoring step {step} ({path})", file=sys.stderr)
-        model, tokenizer = load_for_eval(path, cfg.model)
+        console.log(f"{run_dir}: scoring step {step} ({path})")
+        model, tokenizer = load_for_eval(path, cfg.model, cfg.tuning.name)
         evaluator.evaluate(model, tokenizer, step, is_reference=is_start, label=path)
         del model
-    records = [brief(r) for r in evaluation_records(run_dir / "eval")]
-    write_json(run_dir / "eval" / "summary.json", {"run": str(run_dir), "steps": records})
-    plot_steps({str(run_dir): records}, run_dir / "eval")
+    records = [brief(r) for r in evaluation_records(run.eval_dir)]
+    write_json(run.eval_summary, {"run": str(run_dir), "steps": records})
+    plot_steps({str(run_dir): records}, run.eval_dir)
     return records
 
 
@@ -195,7 +168,7 @@ def score_model(path: str, eval_name: str, overrides: list[str], out_dir: Path, 
     for name in ("preference", "perplexity"):  # no run, so no held-out split: these need their own data
         suite = getattr(cfg.eval, name)
         if suite.enabled and not suite.path:
-            print(f"[align-eval] {name}: no data (set --set {name}.path=FILE); skipped", file=sys.stderr)
+            console.log(f"{name}: no data (set --set {name}.path=FILE); skipped")
             suite.enabled = False
     state = Path(path) / "trainer_state.json"
     step = json.loads(state.read_text())["global_step"] if state.is_file() else 0
@@ -289,8 +262,8 @@ def score_main(argv: list[str]) -> None:
     for path in args.paths:
         check_target(path)
 
-    runs = [Path(p) for p in args.paths if (Path(p) / "config.yaml").is_file()]
-    models = [p for p in args.paths if not (Path(p) / "config.yaml").is_file()]
+    runs = [Path(p) for p in args.paths if RunDir(p).config.is_file()]
+    models = [p for p in args.paths if not RunDir(p).config.is_file()]
     columns: dict[str, dict] = {}
     all_steps: dict[str, list[dict]] = {}
     for run in runs:
@@ -305,13 +278,13 @@ def score_main(argv: list[str]) -> None:
         record = score_model(path, args.eval or "tiny", args.set, out_dir, args.trust_remote_code)
         columns[path] = brief(record)
         written = out_dir / f"step-{record['step']}.json"
-        print(f"[align-eval] {path}: {written}", file=sys.stderr)
+        console.log(f"{path}: {written}")
     print(table(columns))
     if len(runs) > 1:
         out_dir = Path(args.out or "eval-compare")
         write_json(out_dir / "comparison.json", {"runs": all_steps})
         plot_steps(all_steps, out_dir)
-        print(f"[align-eval] comparison: {out_dir}/comparison.json and {out_dir}/*.png", file=sys.stderr)
+        console.log(f"comparison: {out_dir}/comparison.json and {out_dir}/*.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,14 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries()
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["judge"]:
-            judge_main(argv[1:])
-        else:
-            score_main(argv)
-    except AlignTrainError as err:
-        print(f"align-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    if argv[:1] == ["judge"]:
+        run_command("align-eval judge", judge_main, argv[1:])
+    else:
+        run_command("align-eval", score_main, argv)
 
 
 if __name__ == "__main__":

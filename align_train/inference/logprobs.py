@@ -1,0 +1,62 @@
+"""Log-probabilities of completions given their prompts: the one scorer of held-out rows.
+
+Prompt and completion are tokenised the way TRL tokenises training rows: a conversational
+prompt through the chat template with the generation prompt, and the completion as the rest of
+the full conversation's tokens; a plain-text prompt and completion as text, the completion ended
+by EOS. Only completion tokens are scored.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode_completion(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the completion that follows it."""
+    if isinstance(completion, list):
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        full_ids = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True)
+        prompt_ids, full_ids = _ids(prompt_ids), _ids(full_ids)
+        if full_ids[: len(prompt_ids)] != prompt_ids:
+            raise ValueError("the chat template renders the prompt differently inside the full conversation")
+        return prompt_ids, full_ids[len(prompt_ids):]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    if not prompt_ids and tokenizer.bos_token_id is not None:
+        prompt_ids = [tokenizer.bos_token_id]
+    return prompt_ids, completion_ids
+
+
+def _ids(encoded) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, pairs, batch_size: int = 8, max_length: int = 1024):
+    """Summed log-probability and token count of each completion given its prompt."""
+    model_was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results = []
+    for start in range(0, len(pairs), batch_size):
+        batch = [encode_completion(tokenizer, p, c) for p, c in pairs[start:start + batch_size]]
+        seqs = [(p + c)[:max_length] for p, c in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        for i, ((p, _), seq) in enumerate(zip(batch, seqs)):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+            scored[i, max(len(p), 1): len(seq)] = True  # the first token has no prediction
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        token_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        token_logp = token_logp * scored[:, 1:].to(device)
+        for i in range(len(seqs)):
+            results.append((token_logp[i].sum().item(), int(scored[i].sum())))
+    model.train(model_was_training)
+    return results
