@@ -69,6 +69,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         tuning.prepare(model, tokenizer, run_dir.root)
         trainer, preemption = build_trainer(cfg, objective, tuning, tuning.apply(model), reference, tokenizer, data,
                                             run_dir, callbacks)
+        parameters = count_parameters(trainer.model)  # before saving: NeST folds its vectors into the weights
         if evaluator is not None:
             trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics, sharded=launch.sharded,
                                                     report_wandb=cfg.logger.name == "wandb"))
@@ -76,7 +77,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         if data.eval is not None:
             trainer.evaluate()
         saved = save_final(trainer, tuning, run_dir)
-        return summarise(cfg, objective, tuning, trainer, data, saved, run_dir, start.resume_from, started)
+        return summarise(cfg, objective, tuning, trainer, data, saved, parameters, run_dir, start.resume_from, started)
 
 
 # --------------------------------------------------------------------------- before anything loads
@@ -108,8 +109,7 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     if getattr(cfg.objective, "sync_ref_model", False) and tuning.provides_reference:
         raise ConfigError(f"objective.sync_ref_model=true updates a reference copy, but tuning={tuning.name} uses the "
                           "adapter-disabled base as the reference (there is no copy to update)")
-    launch = check_launch(cfg, world_size, launch)  # combinations the launcher (DeepSpeed, FSDP) cannot run
-    tuning.check_launch(launch)
+    launch = check_launch(cfg, world_size, launch)  # what the launcher (DeepSpeed, FSDP) or the strategy cannot run
     return objective, tuning, launch
 
 
@@ -227,7 +227,8 @@ def save_final(trainer, tuning: TuningStrategy, run_dir: RunDir) -> str:
     return saved
 
 
-def summarise(cfg, objective, tuning, trainer, data, saved: str, run_dir: RunDir, resume_from, started) -> RunResult:
+def summarise(cfg, objective, tuning, trainer, data, saved: str, parameters: dict, run_dir: RunDir, resume_from,
+              started) -> RunResult:
     """The run summary: what trained on what, and the evaluator's scores of the start and the final model."""
     evaluations = [brief(r) for r in evaluation_records(run_dir.eval_dir)]
     scored = [r for r in evaluations if headline(r)]
@@ -237,7 +238,7 @@ def summarise(cfg, objective, tuning, trainer, data, saved: str, run_dir: RunDir
     result = RunResult(
         run_dir=str(run_dir), final_dir=str(run_dir.final), saved=saved, recipe=cfg.run_name,
         objective=objective.name, tuning=tuning.name, model=cfg.model.name_or_path,
-        parameters=count_parameters(trainer.model),
+        parameters=parameters,
         data={k: data.report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")},
         steps=trainer.state.global_step, train_loss=losses[-1] if losses else None, resumed_from=resume_from,
         before=before, after=after, evaluations=evaluations, seconds=time.time() - started,

@@ -150,7 +150,7 @@ def dpo_overrides(model: Path, rows: Path, steps: int, global_batch: int, per_de
         "recipe=tiny/dpo", f"model.name_or_path={model}", f"data.train.tiny_preference.path={rows}",
         "data.eval_fraction=0", f"train.max_steps={steps}", f"train.global_batch_size={global_batch}",
         f"train.per_device_batch_size={per_device}", "train.logging_steps=1", "train.save_steps=0",
-        "summary.enabled=false",
+        "eval=none",
     ]
 
 
@@ -398,7 +398,7 @@ def part_gpu(work: Path, quick: bool) -> dict:
                 f"data.train.{'tiny_preference' if objective == 'dpo' else 'tiny_sft'}.format={fmt}",
                 "data.eval_fraction=0", f"train.max_steps={steps}", f"train.global_batch_size={batch}",
                 f"train.per_device_batch_size={batch}", "train.logging_steps=1", "train.save_steps=0",
-                "summary.enabled=false", "eval=none",
+                "eval=none",
             ]
             if liger:
                 overrides.append("+train.trainer_kwargs.use_liger_kernel=true")

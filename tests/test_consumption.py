@@ -34,6 +34,8 @@ from tests.conftest import compose_config
 
 TINY = str(PROJECT_ROOT / "data" / "tiny-llama")
 BAD_ROWS = str(Path(__file__).parent / "data" / "preference_with_bad_row.jsonl")
+# Unpaired feedback whose desirable and undesirable rows come from different prompts (UDM has a shift to fit).
+SHIFTED = str(Path(__file__).parent / "data" / "feedback_shifted.jsonl")
 
 # Fields that steer nothing by design. Each entry says why.
 BOOKKEEPING: dict[str, str] = {}
@@ -44,8 +46,12 @@ CONTEXTS = {
     "objective@dpo": ["recipe=tiny/dpo"],
     "objective@sft": ["recipe=tiny/sft", "eval=none"],
     "objective@kto": ["recipe=tiny/kto"],
-    "objective@bco": ["recipe=tiny/bco", "objective.udm.enabled=true", "objective.udm.min_prompts=4"],
+    "objective@bco": ["recipe=tiny/bco", "objective.udm.enabled=true", "objective.udm.min_prompts=4",
+                      "data=tiny_feedback", f"data.train.tiny_feedback.path={SHIFTED}"],
     "objective@midtrain": ["objective=midtrain", "data=tiny_documents"],
+    "objective@simpo": ["recipe=tiny/simpo"],
+    "objective@orpo": ["recipe=tiny/orpo"],
+    "objective@cpo": ["recipe=tiny/cpo"],
     "tuning@full": ["recipe=tiny/dpo"],
     "tuning@lora": ["recipe=tiny/dpo", "tuning=lora"],
     "tuning@freeze": ["recipe=tiny/dpo", "tuning=freeze", "tuning.trainable=[layers\\.1\\.mlp]"],
@@ -364,6 +370,19 @@ def observe_data(cfg, env):
             "report": bundle.report, "hub": env["hub"].calls}
 
 
+def observe_loss(cfg, env):
+    """A custom-loss objective's loss on fixed log-probabilities (None for objectives with TRL's own loss)."""
+    from align_train.objectives import make_objective
+    from align_train.objectives.losses import LossContext, PairedLogps, PairedLoss
+
+    loss = make_objective(cfg.objective).trainer_init_kwargs(SimpleNamespace(report={})).get("loss")
+    if not isinstance(loss, PairedLoss):
+        return None
+    batch = PairedLogps(torch.tensor([-12.0, -30.0]), torch.tensor([-15.0, -25.0]), torch.tensor([6, 10]),
+                        torch.tensor([5, 10]), chosen_nll=torch.tensor(1.7))
+    return loss(batch, LossContext(True, None))[0].item()
+
+
 def observe_loading(cfg, env):
     import transformers
 
@@ -550,9 +569,9 @@ def observe_udm(cfg, env):
 
     def embed(model, tokenizer, prompts, batch_size, use_chat_template):
         calls.append(("embed", len(prompts), batch_size, use_chat_template))
-        return torch.stack([torch.randn(8, generator=torch.Generator().manual_seed(zlib.crc32(p.encode()) +
-                                                                                   (0 if "kill" in p else 1)))
-                            for p in prompts]).numpy()
+        keys = [p if isinstance(p, str) else json.dumps(p) for p in prompts]
+        return torch.stack([torch.randn(8, generator=torch.Generator().manual_seed(zlib.crc32(k.encode())))
+                            for k in keys]).numpy()
 
     def load_encoder(name):
         calls.append(("encoder", name))
@@ -652,7 +671,7 @@ def observe_selector(path, overrides, env):
 
 
 OBSERVERS = {
-    "trl": observe_trl, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
+    "trl": observe_trl, "loss": observe_loss, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
@@ -665,7 +684,7 @@ CONSUMERS = [
     ("model.", ["loading"]),
     ("data.", ["data"]),
     ("objective.udm.", ["udm"]),
-    ("objective.", ["trl", "data"]),
+    ("objective.", ["trl", "loss", "data"]),
     ("tuning.save_merged", ["saved"]),
     ("tuning.", ["peft", "tuning"]),
     ("train.save_total_limit", ["callbacks"]),

@@ -25,7 +25,7 @@ QUICK_EVAL = [
     "eval.latent_separation.safe.max_prompts=12", "eval.latent_separation.unsafe.max_prompts=12",
     "eval.preference.max_examples=16", "eval.perplexity.max_examples=16",
 ]
-SHORT_RUN = ["train.max_steps=6", "train.save_steps=2", "eval=none", "data.max_eval_rows=16"]
+SHORT_RUN = ["train.max_steps=6", "train.save_steps=2", "data.max_eval_rows=16"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from align_train.errors import DataError
 from align_train.objectives import make_objective
 from tests.conftest import compose_config, run_recipe
 
-MIDTRAIN = ["recipe=tiny/msm_pipeline", "stages=[]", "eval=none"]
+MIDTRAIN = ["recipe=tiny/msm_pipeline", "stages=[]", "eval=default"]
 
 
 def test_midtrain_args_pack_and_train_every_token():

@@ -151,6 +151,9 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
             f"precision is set in one place: set train.precision={launch.mixed_precision} (and mixed_precision: "
             "'no' in the accelerate config)"
         )
+    from align_train.tuning import make_tuning
+
+    make_tuning(cfg.tuning).check_launch(launch)  # what the tuning strategy cannot run under (its own contract)
     if launch.kind == "fsdp" and (train.use_cpu or (launch.source == ENV_SOURCE and not _has_gpu())):
         raise ConfigError(
             "FSDP needs GPUs: accelerate does not shard on a CPU, and the processes would train unsharded and "
