@@ -392,10 +392,14 @@ class GenerationConfig:
 class JudgeConfig:
     """Decides whether a response refuses: keyword rules (default), a classifier, or a causal LM."""
 
-    name: str = "keyword"  # keyword | classifier | llm
-    model: Optional[str] = None  # local path or hub id, for classifier / llm
+    name: str = "rules"  # rules (keyword: the same, its older name) | classifier | llm
+    model: Optional[str] = None  # local path or hub id, for classifier / llm (with server_url: the server's model name)
     batch_size: int = bounded(16, COUNT)
     refusal_labels: List[str] = field(default_factory=lambda: ["refusal", "rejection", "refused"])
+    # llm judge: the judging prompt and its answer parser: refusal | xstest | strongreject | wildguard | llamaguard
+    preset: str = "refusal"
+    server_url: Optional[str] = None  # llm judge through an OpenAI-compatible server (e.g. http://host:8000/v1)
+    api_key_env: Optional[str] = None  # the environment variable holding the server's key, if it needs one
     prompt_template: Optional[str] = free_text()  # llm judge: with {prompt} and {response}
 
 

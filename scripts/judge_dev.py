@@ -1,6 +1,6 @@
 """Measure the refusal rules (align_train.evaluation.refusal_rules) against human labels.
 
-    python scripts/judge_dev.py              # tune split: figures for the new and old judges + worst errors
+    python scripts/judge_dev.py              # tune split: figures for the rules and XSTest's prefix matcher + worst errors
     python scripts/judge_dev.py --report     # report split: the same figures, no examples (run once, at the end)
     python scripts/judge_dev.py --errors 40  # show more errors on the tune split
 
@@ -47,24 +47,23 @@ def print_three_way(gold: list[str], pred: list[str]) -> None:
     accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
     print(f"three-way accuracy {accuracy:.3f}")
     counts = Counter(zip(gold, pred))
-    print("confusion (rows: human label, columns: new judge)")
+    print("confusion (rows: human label, columns: rules)")
     print(f"{'':>12}" + "".join(f"{p:>12}" for p in LABELS))
     for g in LABELS:
         print(f"{g:>12}" + "".join(f"{counts[(g, p)]:>12}" for p in LABELS))
 
 
 def evaluate(rows: list[dict], show_errors: int) -> dict:
-    from align_train.evaluation.judges import is_refusal as old_is_refusal
-    from align_train.evaluation.refusal_rules import analyse
+    from align_train.evaluation.refusal_rules import analyse, prefix_baseline
 
     analyses = [analyse(r["prompt"], r["response"]) for r in rows]
     new_labels = [a.label for a in analyses]
     truth = [r["label"] != "compliance" for r in rows]
     new = binary_figures(truth, [label != "compliance" for label in new_labels])
-    old = binary_figures(truth, [old_is_refusal(r["response"]) for r in rows])
+    prefix = binary_figures(truth, [prefix_baseline(r["response"]) for r in rows])
     print(f"binary target: refusal = label != compliance ({sum(truth)} of {len(rows)} rows)")
-    print_binary("new rules", new)
-    print_binary("old rules", old)
+    print_binary("rules", new)
+    print_binary("prefix", prefix)
     print()
     print_three_way([r["label"] for r in rows], new_labels)
     if show_errors:
@@ -80,7 +79,7 @@ def evaluate(rows: list[dict], show_errors: int) -> dict:
                 print(f"hits:     {a.hits[:6]}")
             if a.guards:
                 print(f"guards:   {a.guards}")
-    return {"new": new, "old": old}
+    return {"rules": new, "prefix": prefix}
 
 
 def main(argv=None) -> int:

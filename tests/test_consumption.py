@@ -57,6 +57,7 @@ CONTEXTS = {
     "tuning@freeze": ["recipe=tiny/dpo", "tuning=freeze", "tuning.trainable=[layers\\.1\\.mlp]"],
     "tuning@nest": ["recipe=tiny/nest"],
 }
+NOWHERE = "http://127.0.0.1:9/v1"  # no judge server listens there: naming it must fail before generation
 EVAL_CONTEXT = ["recipe=tiny/dpo", "eval=tiny", "eval.refusal.prompts.max_prompts=4",
                 "eval.over_refusal.prompts.max_prompts=4", "eval.refusal.generation.max_new_tokens=4",
                 "eval.over_refusal.generation.max_new_tokens=4", "eval.preference.max_examples=4",
@@ -75,6 +76,10 @@ LEAF_CONTEXT = {
     "eval.preference.skip_without_data": ["data.eval_fraction=0"],
     "eval.refusal.judge.prompt_template": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
     "eval.refusal.judge.model": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
+    "eval.refusal.judge.preset": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
+    "eval.refusal.judge.server_url": ["eval.refusal.judge.name=llm", f"eval.refusal.judge.model={TINY}"],
+    "eval.refusal.judge.api_key_env": ["eval.refusal.judge.name=llm", "eval.refusal.judge.model=m",
+                                       f"eval.refusal.judge.server_url={NOWHERE}"],
     "eval.refusal.judge.refusal_labels": ["eval.refusal.judge.name=classifier", "eval.refusal.judge.model=CLASSIFIER"],
     "eval.refusal.prompts.split": ["eval.refusal.prompts.path=org/hub-prompts"],
     "eval.refusal.prompts.subset": ["eval.refusal.prompts.path=org/hub-prompts"],
@@ -144,6 +149,9 @@ VARIANTS = {
     "eval.refusal.judge.name": "llm",
     "eval.refusal.judge.model": TINY + "/.",
     "eval.refusal.judge.batch_size": "2",
+    "eval.refusal.judge.preset": "xstest",
+    "eval.refusal.judge.server_url": NOWHERE,
+    "eval.refusal.judge.api_key_env": "ALIGN_TRAIN_UNSET_JUDGE_KEY",
     "eval.refusal.generation.batch_size": "2",
     "eval.preference.batch_size": "3",
     "eval.latent_separation.batch_size": "4",

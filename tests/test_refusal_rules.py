@@ -211,18 +211,18 @@ def _tune_rows() -> list[dict]:
 
 
 @pytest.mark.skipif(not DEV.is_file(), reason="data/judge/refusal_dev.jsonl is not present")
-def test_tune_split_agreement_beats_the_keyword_judge():
-    from align_train.evaluation.judges import is_refusal as old_is_refusal
+def test_tune_split_agreement_beats_the_prefix_baseline():
+    from align_train.evaluation.refusal_rules import prefix_baseline
 
     rows = _tune_rows()
     truth = [r["label"] != "compliance" for r in rows]
     new = [is_refusal(r["response"], r["prompt"]) for r in rows]
-    old = [old_is_refusal(r["response"]) for r in rows]
+    old = [prefix_baseline(r["response"]) for r in rows]
     agreement = sum(t == p for t, p in zip(truth, new)) / len(rows)
     old_agreement = sum(t == p for t, p in zip(truth, old)) / len(rows)
     tp = sum(t and p for t, p in zip(truth, new))
     precision, recall = tp / max(sum(new), 1), tp / max(sum(truth), 1)
     print(f"\ntune split ({len(rows)} rows): new {agreement:.3f} (precision {precision:.3f}, recall {recall:.3f}), "
-          f"old {old_agreement:.3f}")
+          f"prefix baseline {old_agreement:.3f}")
     assert agreement >= 0.90 and agreement > old_agreement
     assert precision >= 0.93 and recall >= 0.85

@@ -4,7 +4,7 @@
                                        print a table, write eval/summary.json and eval/<metric>.png
     align-eval RUN_A RUN_B ...         the same for each, then compare them side by side (--out DIR)
     align-eval MODEL_OR_CHECKPOINT     score one model (a local directory or hub id) with --eval's suites
-    align-eval judge FILE --column completion   label every response as refusal or not
+    align-eval judge FILE --column completion   label every response: compliance, refusal or partial
 
 A run directory is scored with the suites recorded in its config.yaml (the hook's own), so the
 numbers equal the hook's for the same checkpoint; ``--eval NAME`` picks another set from
@@ -24,7 +24,7 @@ from align_train import console
 from align_train.cli.errors import run_command
 from align_train.config import AlignConfig
 from align_train.errors import ConfigError
-from align_train.evaluation.evaluator import Evaluator, brief, enabled_suites, evaluation_records
+from align_train.evaluation.evaluator import Evaluator, brief, enabled_suites, evaluation_records, judge_disagreements
 from align_train.evaluation.suites import HEADLINE
 from align_train.run_dir import RunDir, checkpoint_dirs, write_json
 
@@ -192,6 +192,7 @@ def table(columns: dict[str, dict]) -> str:
     failed = {n: c.get("failed") for n, c in columns.items() if c.get("failed")}
     for name, suites in failed.items():
         lines.append(f"{name}: failed suites {', '.join(suites)}")
+    lines += [f"warning: {line}" for line in judge_disagreements(columns)]
     return "\n".join(lines)
 
 
@@ -231,16 +232,22 @@ def plot_steps(runs: dict[str, list[dict]], out_dir: Path) -> list[Path]:
 def judge_main(argv: list[str]) -> None:
     from align_train.evaluation.judges import judge_file, make_judge
 
-    parser = argparse.ArgumentParser(prog="align-eval judge", description="Label responses as refusal or not.")
+    parser = argparse.ArgumentParser(prog="align-eval judge", description="Label responses as compliance, refusal or partial.")
     parser.add_argument("file", help="a .csv or .jsonl of responses")
     parser.add_argument("--column", default="completion", help="the column holding the responses")
     parser.add_argument("--prompt-column", default="prompt", help="the prompts' column, if any (model judges)")
-    parser.add_argument("--judge", default="keyword", help="keyword | classifier | llm")
-    parser.add_argument("--judge-model", default=None, help="local path or hub id for classifier / llm judges")
+    parser.add_argument("--judge", default="rules", help="rules | classifier | llm")
+    parser.add_argument("--judge-model", default=None, help="local path or hub id for classifier / llm judges "
+                                                            "(with --server-url: the server's model name)")
+    parser.add_argument("--preset", default="refusal", help="llm judge prompt and parser: refusal | xstest | "
+                                                            "strongreject | wildguard | llamaguard")
+    parser.add_argument("--server-url", default=None, help="an OpenAI-compatible server for the llm judge")
+    parser.add_argument("--api-key-env", default=None, help="the environment variable holding the server's key")
     parser.add_argument("--out", default=None, help="output file (default: <name>.judged.<ext> beside the input)")
     args = parser.parse_args(argv)
     try:
-        judge = make_judge(args.judge, model=args.judge_model)
+        judge = make_judge(args.judge, model=args.judge_model, preset=args.preset, server_url=args.server_url,
+                           api_key_env=args.api_key_env)
         out = judge_file(args.file, column=args.column, judge=judge, prompt_column=args.prompt_column,
                          out_path=args.out)
     except ValueError as err:

@@ -12,13 +12,14 @@ file or key and exits with code 2 before a directory is created.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
-import align_train.processes  # noqa: F401  (captures the user's environment before anything changes it)
-from align_train.cli.errors import run_command
-from align_train.composition import compose, setup
-from align_train.errors import ConfigError
+importlib.import_module("align_train.processes")  # first: it captures the user's environment before any import
+from align_train.cli.errors import run_command  # noqa: E402
+from align_train.composition import compose, setup  # noqa: E402
+from align_train.errors import ConfigError  # noqa: E402
 
 # Hydra's flags that take a value, and those align-train refuses: its primary config is fixed (recipes
 # select everything), and a rerun unpickles a file from a run directory.

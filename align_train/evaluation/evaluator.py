@@ -48,12 +48,13 @@ class EvalContext:
     def judge(self, judge_cfg):
         from align_train.evaluation.judges import make_judge
 
-        key = (judge_cfg.name, judge_cfg.model)
+        key = (judge_cfg.name, judge_cfg.model, judge_cfg.preset, judge_cfg.server_url, judge_cfg.prompt_template)
         if key not in self._judges:
             try:
                 self._judges[key] = make_judge(
                     judge_cfg.name, model=judge_cfg.model, batch_size=judge_cfg.batch_size,
                     refusal_labels=list(judge_cfg.refusal_labels), prompt_template=judge_cfg.prompt_template,
+                    preset=judge_cfg.preset, server_url=judge_cfg.server_url, api_key_env=judge_cfg.api_key_env,
                 )
             except ValueError as err:
                 raise ConfigError(f"eval judge: {err}") from None
@@ -138,6 +139,7 @@ class Evaluator:
         record: dict = {"step": step, "model": label}
         suites: dict = {}
         errors: dict = {}
+        judges: dict = {}  # which judge labelled each judged suite: scores of different judges never mix silently
         for suite in self.suites:
             try:
                 result = suite.run(model, tokenizer, self.ctx)
@@ -150,8 +152,11 @@ class Evaluator:
             if is_reference and suite.name == "preference" and result.scores is not None:
                 self.ctx.set_reference_preference_scores(suite.rows, result.scores)
             record.update(result.metrics)
+            if isinstance(result.details.get("judge"), dict):
+                judges[suite.name] = result.details["judge"]
             suites[suite.name] = {"metrics": result.metrics, "details": result.details, "samples": result.samples}
-        record.update({"seconds": round(time.time() - started, 3), "suites": suites, "errors": errors})
+        record.update({"seconds": round(time.time() - started, 3), "judges": judges, "suites": suites,
+                       "errors": errors})
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.path(step), record)
         return record
@@ -176,7 +181,22 @@ def headline(record: dict) -> dict[str, float]:
 def brief(record: dict) -> dict:
     """A step's headline numbers and the names of suites that failed (for summaries and tables)."""
     failed = sorted(k for k in record.get("errors", {}) if not k.endswith("_traceback"))
-    return {"step": record["step"], **headline(record), "failed": failed, "skipped": record.get("skipped")}
+    return {"step": record["step"], **headline(record), "failed": failed, "skipped": record.get("skipped"),
+            "judges": record.get("judges", {})}
+
+
+def judge_disagreements(records: dict[str, dict]) -> list[str]:
+    """Per judged suite, a line naming the judges when the given records (steps or runs) were labelled by
+    different ones: their refusal rates are not comparable."""
+    lines = []
+    suites = sorted({suite for record in records.values() for suite in (record.get("judges") or {})})
+    for suite in suites:
+        seen = {name: (record.get("judges") or {}).get(suite) for name, record in records.items()}
+        identities = {f"{j['name']} {j['version']}" for j in seen.values() if j}
+        if len(identities) > 1:
+            used = "; ".join(f"{name}: {j['name']} {j['version']}" for name, j in seen.items() if j)
+            lines.append(f"{suite}: labelled by different judges, not comparable ({used})")
+    return lines
 
 
 def check_eval_config(cfg) -> None:

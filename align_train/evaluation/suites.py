@@ -2,7 +2,7 @@
 
 | suite               | headline keys                                              |
 | ------------------- | ---------------------------------------------------------- |
-| `refusal`           | refusal_rate, attack_success_rate (= 1 - refusal_rate)     |
+| `refusal`           | refusal_rate (refusals + partial), attack_success_rate     |
 | `over_refusal`      | over_refusal_rate (refusals of safe prompts)               |
 | `preference`        | preference_accuracy (log-prob), reward_accuracy (vs start) |
 | `perplexity`        | perplexity (held-out completions)                          |
@@ -72,31 +72,36 @@ class RefusalSuite(Suite):
         self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)
         self.judge = ctx.judge(self.cfg.judge)
 
-    def judged(self, model, tokenizer, ctx) -> tuple[float, list[dict]]:
+    def judged(self, model, tokenizer, ctx) -> tuple[float, dict, list[dict]]:
+        """(refusal rate, details, samples): each response labelled compliance / refusal / partial by the judge."""
         responses = generate(model, tokenizer, self.prompts, self.cfg.generation)
-        verdicts = self.judge.judge(self.prompts, responses)
-        rate = sum(verdicts) / len(verdicts)
+        unparsed_before = getattr(self.judge, "unparsed", 0)
+        labels = self.judge.labels(self.prompts, responses)
+        rate = sum(label != "compliance" for label in labels) / len(labels)
+        details = {"prompts": len(self.prompts), "judge": self.judge.identity,
+                   "labels": {name: labels.count(name) for name in ("compliance", "partial", "refusal")}}
+        if hasattr(self.judge, "unparsed"):  # answers the judge model gave outside its format
+            details["unparsed_judgements"] = self.judge.unparsed - unparsed_before
         samples = [
-            {"prompt": p, "response": r, "refusal": v}
-            for p, r, v in list(zip(self.prompts, responses, verdicts))[: ctx.samples]
+            {"prompt": p, "response": r, "label": label, "refusal": label != "compliance"}
+            for p, r, label in list(zip(self.prompts, responses, labels))[: ctx.samples]
         ]
-        return rate, samples
+        return rate, details, samples
 
     def run(self, model, tokenizer, ctx) -> SuiteResult:
-        rate, samples = self.judged(model, tokenizer, ctx)
-        details = {"prompts": len(self.prompts), "judge": self.judge.name}
+        rate, details, samples = self.judged(model, tokenizer, ctx)
         return SuiteResult({"refusal_rate": rate, "attack_success_rate": 1.0 - rate}, details, samples)
 
 
 class OverRefusalSuite(RefusalSuite):
-    """Answers to safe prompts that look unsafe: the share wrongly refused."""
+    """Answers to safe prompts that look unsafe: the share wrongly refused (a partial refusal included)."""
 
     name = "over_refusal"
     headline = ("over_refusal_rate",)
 
     def run(self, model, tokenizer, ctx) -> SuiteResult:
-        rate, samples = self.judged(model, tokenizer, ctx)
-        return SuiteResult({"over_refusal_rate": rate}, {"prompts": len(self.prompts), "judge": self.judge.name}, samples)
+        rate, details, samples = self.judged(model, tokenizer, ctx)
+        return SuiteResult({"over_refusal_rate": rate}, details, samples)
 
 
 class PreferenceSuite(Suite):
