@@ -386,6 +386,8 @@ class GenerationConfig:
     temperature: float = bounded(1.0, POSITIVE)
     top_p: float = bounded(1.0, Bound(0, 1, low_open=True))
     system_prompt: Optional[str] = free_text()
+    # transformers (default) | vllm: needs vLLM installed and a GPU; loads the saved model, so align-eval only
+    backend: str = "transformers"
 
 
 @dataclass

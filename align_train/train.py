@@ -71,7 +71,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
                                             run_dir, callbacks)
         parameters = count_parameters(trainer.model)  # before saving: NeST folds its vectors into the weights
         if evaluator is not None:
-            trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics, sharded=launch.sharded,
+            trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics,
                                                     report_wandb=cfg.logger.name == "wandb"))
         train(trainer, preemption, start.resume_from, run_dir)
         if data.eval is not None:
@@ -101,6 +101,11 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
+        vllm = [f"eval.{name}.generation.backend" for name in ("refusal", "over_refusal")
+                if getattr(cfg.eval, name).enabled and getattr(cfg.eval, name).generation.backend == "vllm"]
+        if vllm and cfg.eval.inline:
+            raise ConfigError(f"{vllm[0]}=vllm loads a saved model, and the hook scores the weights in memory: set "
+                              "eval.inline=false and score the checkpoints with align-eval RUN")
     common_trainer_args(cfg, cfg.output_dir, world_size)  # batch divisibility, scheduler and optimizer names
     check_trainer_kwarg_values(dict(cfg.train.trainer_kwargs), objective.config_class)
     if cfg.train.eval_steps > 0 and not (cfg.data.eval or cfg.data.eval_fraction > 0):

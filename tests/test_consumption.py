@@ -153,6 +153,7 @@ VARIANTS = {
     "eval.refusal.judge.server_url": NOWHERE,
     "eval.refusal.judge.api_key_env": "ALIGN_TRAIN_UNSET_JUDGE_KEY",
     "eval.refusal.generation.batch_size": "2",
+    "eval.refusal.generation.backend": "vllm",  # refused here, naming the reason (no GPU, no vLLM)
     "eval.preference.batch_size": "3",
     "eval.latent_separation.batch_size": "4",
     "eval.refusal.judge.refusal_labels": "[normal]",
@@ -501,9 +502,6 @@ def observe_hook(cfg, env):
         def evaluate(self, model, tokenizer, step, **kwargs):
             scored.append(step)
             return {"errors": {}}
-
-        def record_skip(self, step, reason):
-            scored.append(("skip", step))
 
     hook = EvaluationCallback(Recorder(cfg.eval), None, env["tmp"] / "metrics.jsonl")
     for event, step in (("on_train_begin", 0), ("on_save", 2), ("on_train_end", 4)):

@@ -118,19 +118,6 @@ def test_a_failing_suite_is_recorded_and_training_goes_on(tmp_path, monkeypatch)
         run_recipe(tmp_path / "strict", "recipe=tiny/sft", *QUICK_EVAL, *SHORT_RUN, "eval.strict=true")
 
 
-def test_sharded_parameters_are_recorded_as_skipped(tmp_path):
-    from transformers import TrainerState
-
-    from align_train.evaluation.evaluator import Evaluator
-    from align_train.evaluation.hook import EvaluationCallback
-
-    # no run, so no held-out split: only the suites with their own prompts
-    cfg = compose_config(*QUICK_EVAL, "eval.preference.enabled=false", "eval.perplexity.enabled=false").eval
-    callback = EvaluationCallback(Evaluator(cfg, tmp_path / "eval"), None, tmp_path / "m.jsonl", sharded=True)
-    callback.on_save(None, TrainerState(global_step=3), None, model=None)
-    assert "sharded" in json.loads((tmp_path / "eval" / "step-3.json").read_text())["skipped"]
-
-
 def test_sft_on_refusals_raises_the_refusal_rate(tmp_path):
     """The tiny SFT recipe (hook on by default) on held-out harmful prompts, against step 0."""
     result = run_recipe(tmp_path, "recipe=tiny/sft")

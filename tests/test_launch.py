@@ -26,13 +26,20 @@ from align_train.errors import ConfigError
 from align_train.launch.checks import Launch, check_launch, launch_from_accelerate_config, launch_from_env
 from align_train.nonfinite import NonFiniteLoss
 from align_train.paths import PROJECT_ROOT
-from align_train.run_dir import COMPLETE_MARKER, checkpoint_problem, checkpoints, is_complete_checkpoint, resolve_resume
+from align_train.evaluation.evaluator import evaluation_records
+from align_train.run_dir import COMPLETE_MARKER, RunDir, checkpoint_problem, checkpoints, is_complete_checkpoint, resolve_resume
 from tests.conftest import compose_config, run_recipe
 
 STEPS = 6
 # One run, many launchers: the same global batch of 16 and the same steps everywhere.
 RUN = ["recipe=tiny/dpo", f"train.max_steps={STEPS}", "train.learning_rate=1e-3", "train.global_batch_size=16", "train.per_device_batch_size=4",
        "train.save_steps=0", "train.logging_steps=1", "eval=none", "data.max_eval_rows=16"]
+# The evaluation hook in the data-parallel and ZeRO-3 runs: few prompts, batches of 3 so the processes get
+# unequal shares (under ZeRO-3 one of them must keep stepping through the collective forward passes).
+HOOK = ["eval=tiny", "eval.refusal.prompts.max_prompts=8", "eval.over_refusal.prompts.max_prompts=5",
+        "eval.refusal.generation.batch_size=3", "eval.over_refusal.generation.batch_size=3",
+        "eval.refusal.generation.max_new_tokens=8", "eval.over_refusal.generation.max_new_tokens=8",
+        "eval.preference.batch_size=3", "eval.perplexity.batch_size=3"]
 PROBE = str(PROJECT_ROOT / "tests" / "launch_probe.py")
 ACCELERATE_CONFIGS = sorted((PROJECT_ROOT / "launch" / "accelerate").glob("*.yaml"))
 DEEPSPEED_CONFIGS = sorted((PROJECT_ROOT / "launch" / "deepspeed").glob("*.json"))
@@ -75,7 +82,7 @@ def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     probe = root / "probe"
     probe.mkdir()
-    out = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", PROBE, *RUN],
+    out = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", PROBE, *RUN, *HOOK],
               cwd=root, ALIGN_TRAIN_PROBE_DIR=str(probe))
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = (root / "runs" / "tiny-dpo").iterdir()
@@ -99,7 +106,8 @@ def test_two_processes_share_one_run_directory(ddp_run):
     run_dir, _, out = ddp_run
     assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
     assert out.stderr.count("[align-train] data:") == 1, "only the main process logs"
-    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first = next(line for line in lines if not any(key.startswith("eval/") for key in line))  # the first step's
     # 540 rows / (4 per device x 2 processes) = 68 micro-batches, accumulation 16 / 8 = 2: 34 steps an epoch.
     # (Had the world size been taken as 1, accumulation would be 4 and an epoch 17 steps.)
     assert first["step"] == 1 and first["epoch"] == pytest.approx(1 / 34, rel=1e-3)
@@ -123,6 +131,42 @@ def test_data_parallel_matches_one_process_with_the_same_global_batch(ddp_run, s
     print(f"\n[DDP vs one process] max |weight difference| = {difference:.3g} (training moved weights by {moved:.3g})")
     assert moved > 1e-3, "training moved the weights"
     assert difference < 1e-5
+
+
+def one_process_evaluation(run_dir: Path, out_dir: Path) -> dict[int, dict]:
+    """The run's own suites on its start and its saved checkpoints, scored here in one process."""
+    from align_train.cli.evaluate import heldout_of, load_for_eval, run_config, run_targets
+    from align_train.evaluation.evaluator import Evaluator
+
+    cfg = run_config(run_dir)
+    evaluator = Evaluator(cfg.eval, out_dir, heldout=heldout_of(cfg), max_length=cfg.model.max_length)
+    records = {}
+    for step, path, is_start in run_targets(RunDir(run_dir), cfg):
+        model, tokenizer = load_for_eval(path, cfg.model, cfg.tuning.name)
+        records[step] = evaluator.evaluate(model, tokenizer, step, is_reference=is_start)
+    return records
+
+
+def assert_hook_equals_one_process(run_dir: Path, out_dir: Path, steps: list[int]) -> None:
+    """Every score and every generation the multi-process hook wrote equals a one-process evaluation."""
+    hook = {r["step"]: r for r in evaluation_records(run_dir / "eval")}
+    alone = one_process_evaluation(run_dir, out_dir)
+    assert sorted(hook) == sorted(alone) == steps
+    for step in steps:
+        assert not hook[step]["errors"] and not alone[step]["errors"]
+        for suite, result in alone[step]["suites"].items():
+            assert hook[step]["suites"][suite]["metrics"] == pytest.approx(result["metrics"], abs=1e-6), (step, suite)
+            assert hook[step]["suites"][suite]["samples"] == result["samples"], (step, suite)
+        generated = hook[step]["suites"]["refusal"]["details"]["prompts"]
+        assert generated == 8 and hook[step]["suites"]["over_refusal"]["details"]["prompts"] == 5
+
+
+def test_the_hook_shares_evaluation_across_processes_and_equals_one_process(ddp_run, tmp_path):
+    """Both processes generate and score their share; the main process writes what one process would have."""
+    run_dir, _, _ = ddp_run
+    assert_hook_equals_one_process(run_dir, tmp_path / "eval", [0, STEPS])
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "eval/refusal_rate" in line] == [0, STEPS], "one metrics line a step"
 
 
 def test_ranks_end_with_identical_weights(ddp_run):
@@ -154,16 +198,21 @@ def deepspeed_ops():
 
 @pytest.mark.parametrize("config", ["deepspeed_zero2.yaml", "deepspeed_zero3.yaml"])
 def test_deepspeed_on_cpu_ends_close_to_data_parallel(tmp_path, deepspeed_ops, ddp_run, config):
+    stage = 2 if "zero2" in config else 3
+    hook = HOOK if stage == 3 else []  # the hook under sharded parameters: scored, not skipped
     out = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(PROJECT_ROOT / "launch" / "accelerate" / config), "--num_processes", "2", "--main_process_port",
-               "29531", "-m", "align_train", *RUN, "train.save_steps=3", f"output_dir={tmp_path}"], cwd=tmp_path)
+               "29531", "-m", "align_train", *RUN, *hook, "train.save_steps=3", f"output_dir={tmp_path / 'run'}"],
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    stage = 2 if "zero2" in config else 3
+    tmp_path = tmp_path / "run"
     assert (tmp_path / "checkpoint-3" / "global_step3").is_dir(), "a DeepSpeed engine checkpoint"
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-6"]
     difference = max_difference(final_weights(tmp_path), final_weights(ddp_run[0]))
     print(f"\n[ZeRO-{stage} vs DDP] max |weight difference| = {difference:.3g}")
     assert difference < 1e-5  # training moves them by about 3e-3 (see the data-parallel test)
+    if stage == 3:
+        assert_hook_equals_one_process(tmp_path, tmp_path.parent / "alone", [0, 3, STEPS])
 
 
 # --------------------------------------------------------------------------- shipped configs

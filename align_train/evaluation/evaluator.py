@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from align_train.config import SourceConfig
+from align_train.distributed import process_state
 from align_train.data.sources import read_source
 from align_train.errors import ConfigError, DataError
 from align_train.data.prompts import load_prompts
@@ -103,6 +104,8 @@ class EvalContext:
     def set_reference_preference_scores(self, rows: list[dict], scores) -> None:
         key = self.fingerprint(rows)
         self._reference[key] = scores
+        if not process_state().is_main_process:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / REFERENCE_FILE, {"fingerprint": key, "scores": [list(s) for s in scores]})
 
@@ -133,7 +136,11 @@ class Evaluator:
         return {int(p.stem.split("-", 1)[1]) for p in self.out_dir.glob("step-*.json")}
 
     def evaluate(self, model, tokenizer, step: int, is_reference: bool = False, label: str | None = None) -> dict:
-        """Run every enabled suite on ``model``; ``is_reference`` marks the starting model (step 0)."""
+        """Run every enabled suite on ``model``; ``is_reference`` marks the starting model (step 0).
+
+        In a multi-process run every process calls this together (the suites share the work out) and
+        the main process writes the record.
+        """
         started = time.time()
         self.ctx.scoring_reference = is_reference
         record: dict = {"step": step, "model": label}
@@ -157,12 +164,8 @@ class Evaluator:
             suites[suite.name] = {"metrics": result.metrics, "details": result.details, "samples": result.samples}
         record.update({"seconds": round(time.time() - started, 3), "judges": judges, "suites": suites,
                        "errors": errors})
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.path(step), record)
-        return record
-
-    def record_skip(self, step: int, reason: str) -> dict:
-        record = {"step": step, "skipped": reason, "suites": {}, "errors": {}}
+        if not process_state().is_main_process:  # every process scored its share; one writes
+            return record
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.path(step), record)
         return record

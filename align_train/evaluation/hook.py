@@ -1,9 +1,10 @@
 """The evaluation hook: a TrainerCallback that scores the model at step 0, at each save, and at the end.
 
-It runs on the main process only; the other processes go on to the next step and wait there,
-as they would for a checkpoint write. Where the parameters are sharded (ZeRO-3, FSDP) the main
-process does not hold the model, so the step is recorded as skipped and ``align-eval RUN_DIR``
-(for instance in a separate job) scores the saved checkpoints with the same suites.
+Every process takes part: each generates and scores its share of the prompts and rows
+(``inference.sharding``), so no process waits idle through an evaluation and none times out at
+its next collective. Where the parameters are sharded (DeepSpeed ZeRO-3, FSDP) the forward passes
+are collective and run in step on every process. The main process writes ``eval/step-N.json``
+and the metrics line; the scores equal a one-process evaluation of the same weights.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from align_train.distributed import on_main_process
 from align_train.evaluation.evaluator import Evaluator, headline
 
 
 class EvaluationCallback(TrainerCallback):
-    def __init__(self, evaluator: Evaluator, tokenizer, metrics_path: Path, sharded: bool = False,
-                 report_wandb: bool = False):
+    def __init__(self, evaluator: Evaluator, tokenizer, metrics_path: Path, report_wandb: bool = False):
         self.evaluator = evaluator
         self.tokenizer = tokenizer
         self.metrics_path = Path(metrics_path)
-        self.sharded = sharded
         self.report_wandb = report_wandb
         self.scored: list[int] = []
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         fresh = state.global_step == 0
-        if self.evaluator.cfg.baseline and fresh and 0 not in self.evaluator.scored_steps():
+        # decided once, on the main process: every process must enter the evaluation together
+        if self.evaluator.cfg.baseline and fresh and on_main_process(lambda: 0 not in self.evaluator.scored_steps()):
             self._score(state, model, 0, is_reference=True)
 
     def on_save(self, args, state, control, model=None, **kwargs):
@@ -40,13 +41,12 @@ class EvaluationCallback(TrainerCallback):
             self._score(state, model, state.global_step)
 
     def _score(self, state, model, step: int, is_reference: bool = False) -> None:
-        if not state.is_world_process_zero or step in self.scored:
+        if step in self.scored:
             return
         self.scored.append(step)
-        if self.sharded:
-            self.evaluator.record_skip(step, "parameters are sharded (ZeRO-3 / FSDP): score with align-eval RUN_DIR")
-            return
         record = self.evaluator.evaluate(model, self.tokenizer, step, is_reference=is_reference, label=f"step {step}")
+        if not state.is_world_process_zero:
+            return
         numbers = {f"eval/{k}": v for k, v in headline(record).items()}
         if record["errors"]:
             numbers["eval/errors"] = sorted(k for k in record["errors"] if not k.endswith("_traceback"))

@@ -31,6 +31,7 @@ from align_train.evaluation import refusal_rules
 from align_train.evaluation.judge_presets import PRESETS, parse_yes_no
 from align_train.evaluation.refusal_rules import LABELS, label_response
 from align_train.inference import generate, load_side_model
+from align_train.inference.sharding import map_batches
 
 RULES_VERSION = "rules-" + hashlib.sha256(Path(refusal_rules.__file__).read_bytes()).hexdigest()[:10]
 
@@ -211,9 +212,12 @@ class ChatJudge(Judge):
 
     def answers(self, questions: list) -> list[str]:
         """The judge model's greedy answers."""
-        if self.server is not None:
-            return [self.server.complete(q if isinstance(q, list) else [{"role": "user", "content": q}],
-                                         self.max_new_tokens) for q in questions]
+        if self.server is not None:  # each process asks its share; all get every answer
+            def ask(batch: list) -> list[str]:
+                return [self.server.complete(q if isinstance(q, list) else [{"role": "user", "content": q}],
+                                             self.max_new_tokens) for q in batch]
+
+            return map_batches(ask, questions, self.batch_size)
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, do_sample=False)
         return generate(self.model, self.tokenizer, questions, cfg)
 

@@ -55,6 +55,9 @@ class Suite:
         raise NotImplementedError
 
 
+GENERATION_BACKENDS = ("transformers", "vllm")
+
+
 class RefusalSuite(Suite):
     """Answers to harmful prompts, judged: the share refused, and the attack success rate."""
 
@@ -67,6 +70,16 @@ class RefusalSuite(Suite):
 
         if cfg.judge.name not in JUDGES:
             raise ConfigError(f"{key}.judge.name is '{cfg.judge.name}'; expected one of {', '.join(JUDGES)}")
+        if cfg.generation.backend not in GENERATION_BACKENDS:
+            raise ConfigError(f"{key}.generation.backend is '{cfg.generation.backend}'; expected one of "
+                              f"{', '.join(GENERATION_BACKENDS)}")
+        if cfg.generation.backend == "vllm":
+            from align_train.inference.vllm_backend import vllm_unavailable
+
+            reason = vllm_unavailable()
+            if reason:
+                raise ConfigError(f"{key}.generation.backend=vllm cannot run: {reason}; use the default "
+                                  "'transformers'")
 
     def prepare(self, ctx) -> None:
         self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)

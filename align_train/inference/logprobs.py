@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from align_train.inference.sharding import map_batches, parameters_sharded
+
 
 def encode_completion(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
     """Token ids of the prompt and of the completion that follows it."""
@@ -35,14 +37,16 @@ def _ids(encoded) -> list[int]:
 
 @torch.no_grad()
 def completion_logprobs(model, tokenizer, pairs, batch_size: int = 8, max_length: int = 1024):
-    """Summed log-probability and token count of each completion given its prompt."""
+    """Summed log-probability and token count of each completion given its prompt.
+
+    Batches group rows of similar length and are shared out across processes (``sharding``).
+    """
     model_was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results = []
-    for start in range(0, len(pairs), batch_size):
-        batch = [encode_completion(tokenizer, p, c) for p, c in pairs[start:start + batch_size]]
+
+    def score(batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
         seqs = [(p + c)[:max_length] for p, c in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -56,7 +60,11 @@ def completion_logprobs(model, tokenizer, pairs, batch_size: int = 8, max_length
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         token_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
         token_logp = token_logp * scored[:, 1:].to(device)
-        for i in range(len(seqs)):
-            results.append((token_logp[i].sum().item(), int(scored[i].sum())))
-    model.train(model_was_training)
-    return results
+        return [(token_logp[i].sum().item(), int(scored[i].sum())) for i in range(len(seqs))]
+
+    try:
+        encoded = [encode_completion(tokenizer, p, c) for p, c in pairs]
+        return map_batches(score, encoded, batch_size, length=lambda pc: min(len(pc[0]) + len(pc[1]), max_length),
+                           lockstep=parameters_sharded(model))
+    finally:
+        model.train(model_was_training)
