@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import io
 import math
+import os
 import sys
 import time
 
@@ -29,10 +30,13 @@ def is_main_process() -> bool:
 
 
 def is_terminal(stream=None) -> bool:
+    """A terminal a bar can be drawn on (a pseudo-terminal without a width, as under some job runners, is not)."""
     stream = sys.stderr if stream is None else stream
     try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
+        if not stream.isatty():
+            return False
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):
         return False
 
 

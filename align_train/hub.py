@@ -50,6 +50,13 @@ def push_plan(run_dir, hub_cfg) -> list[tuple[Path, str]]:
     return plan
 
 
+def publish(run_dir, hub_cfg, api=None) -> str | None:
+    """The end of a run: push when ``hub.push`` asks for it; returns the commit's URL (None: nothing pushed)."""
+    if not hub_cfg.push:
+        return None
+    return push_run(run_dir, hub_cfg, api)
+
+
 def push_run(run_dir, hub_cfg, api=None) -> str:
     """Upload final/ (and the checkpoints when asked) to ``hub.repo_id``; returns the commit's URL."""
     from huggingface_hub import HfApi, constants

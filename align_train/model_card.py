@@ -236,9 +236,9 @@ def card_body(cfg, info, summary, report, before, after, base_id, adapter, name)
     model = cfg.get("model") or {}
     objective, tuning, train = cfg.get("objective") or {}, cfg.get("tuning") or {}, cfg.get("train") or {}
     base = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{shown_path(model.get('name_or_path'))}`"
-    what = "a LoRA adapter for" if adapter else "a fine-tune of"
+    what = "A LoRA adapter for" if adapter else "A fine-tune of"
     lines = [f"# {name}", "",
-             f"{what.capitalize()} {base}, trained with align-train by **{objective.get('name')}** with "
+             f"{what} {base}, trained with align-train by **{objective.get('name')}** with "
              f"**{tuning.get('name')}** tuning.", ""]
     lines += ["## Training", "",
               f"- Recipe: `{recipe_of(info)}` (run name `{cfg.get('run_name')}`)",

@@ -32,7 +32,7 @@ from align_train.distributed import on_main_process, process_state
 from align_train.errors import ConfigError, DataError
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
-from align_train.hub import check_hub, push_run
+from align_train.hub import check_hub, publish
 from align_train.launch.checks import Launch, check_launch, check_machine
 from align_train.model_card import write_card
 from align_train.models import DTYPES, INITS, count_parameters, frozen_copy, load_model, load_tokenizer
@@ -313,4 +313,6 @@ def finish(cfg, trainer, result: RunResult, run_dir: RunDir) -> None:
         report.finish()
     if cfg.hub.push:
         console.log(f"pushing {run_dir.final} with its model card ({card.name}) to {cfg.hub.repo_id}", topic="hub")
-        console.log(f"pushed: {push_run(run_dir, cfg.hub)}", topic="hub")
+    url = publish(run_dir, cfg.hub)
+    if url:
+        console.log(f"pushed: {url}", topic="hub")
