@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -178,6 +179,8 @@ def test_align_eval_publishes_the_card_again(reported, hub, monkeypatch, capsys)
     commits = len(hub.commits)
     main([str(run.root)])
     assert len(hub.commits) == commits + 2, "final/ and the checkpoint again, to the recorded repository"
+    assert f"{run.root}: scoring with the run's own suites: preference, perplexity" in capsys.readouterr().err, \
+        "align-eval says which suites it scores with"
     main([str(run.root), "--push", "user/other"])
     assert hub.files("user/other")["README.md"] == (run.final / "README.md").read_bytes()
     hub.refuse_commits_with = 403
@@ -188,3 +191,29 @@ def test_align_eval_publishes_the_card_again(reported, hub, monkeypatch, capsys)
         hub.refuse_commits_with = None
     err = capsys.readouterr().err
     assert "uploading" in err and "user/third failed (HTTP 403)" in err and f"align-eval {run.root} --push" in err
+
+
+def test_align_eval_scores_a_run_trained_without_evaluation_with_the_default_suites(reported, tmp_path, capsys):
+    """The default run, trained with eval=none: align-eval RUN picks eval=default, says so, and scores the start and
+    the final model with it (the hook's own numbers, which the reported run computed with eval=default)."""
+    from omegaconf import OmegaConf
+
+    from align_train.cli.evaluate import main
+
+    run, _ = reported
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    shutil.rmtree(copy.eval_dir)
+    cfg = OmegaConf.load(copy.config)
+    cfg.eval, cfg.hub.push = OmegaConf.create({"enabled": False}), False
+    OmegaConf.save(cfg, copy.config)
+    main([str(copy.root)])
+    err = capsys.readouterr().err
+    assert f"{copy.root}: its config enables no evaluation suite; scoring with eval=default: preference, perplexity" \
+        in err
+    records = {r["step"]: headline(r) for r in evaluation_records(copy.eval_dir)}
+    hooks = {r["step"]: headline(r) for r in evaluation_records(run.eval_dir)}
+    assert sorted(records) == [0, 3]
+    for step in (0, 3):
+        for key in ("preference_accuracy", "perplexity"):
+            assert records[step][key] == pytest.approx(hooks[step][key], rel=1e-4), (step, key)

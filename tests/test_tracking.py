@@ -80,3 +80,12 @@ def test_each_tracker_writes_under_the_run_directory(tmp_path, every_package_ins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     configure_logger(logger(name="mlflow", mode="online"), tmp_path)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.internal:5000"
+
+
+def test_every_hinted_extra_exists():
+    """The hint for a missing tracker package names an extra that pyproject.toml defines."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert set(tracking.REPORTED.values()) <= set(project["optional-dependencies"])

@@ -147,10 +147,14 @@ def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force:
     if eval_name:
         cfg.eval = eval_group_config(eval_name).eval
     cfg.eval = with_overrides(cfg.eval, overrides)
-    if not enabled_suites(cfg.eval):  # a run trained without evaluation: score it with the default suites
+    if not enabled_suites(cfg.eval):  # a run trained without evaluation (eval=none): the default suites
         cfg.eval = with_overrides(eval_group_config("default").eval, overrides)
-        console.log(f"{run_dir}: its config enables no evaluation suite; scoring with the default ones "
-                    f"({', '.join(enabled_suites(cfg.eval))}; --eval NAME picks others, e.g. --eval tiny)")
+        console.log(f"{run_dir}: {'--eval ' + eval_name if eval_name else 'its config'} enables no evaluation "
+                    f"suite; scoring with eval=default: {', '.join(enabled_suites(cfg.eval))} "
+                    "(--eval NAME picks others, e.g. --eval safety)")
+    else:
+        chosen = f"--eval {eval_name}" if eval_name else "the run's own suites"
+        console.log(f"{run_dir}: scoring with {chosen}: {', '.join(enabled_suites(cfg.eval))}")
     evaluator = Evaluator(cfg.eval, run.eval_dir, heldout=heldout_of(cfg), max_length=cfg.model.max_length)
     done = set() if force else {r["step"] for r in evaluation_records(run.eval_dir) if not r.get("skipped")}
     for step, path, is_start in run_targets(run, cfg):
