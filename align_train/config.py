@@ -356,11 +356,33 @@ class TrainConfig:
 class LoggerConfig:
     """Experiment tracking beyond the local metrics.jsonl (which is always written)."""
 
-    name: str = "none"  # none | wandb
-    project: str = "align-train"
-    entity: Optional[str] = None
-    mode: str = "offline"  # offline | online | disabled
+    # none, one of transformers' reporting integrations (wandb, tensorboard, mlflow, trackio, comet, ...) or a
+    # list of them: logger.name=[tensorboard,wandb].
+    name: Any = "none"
+    project: str = "align-train"  # wandb / comet project, mlflow experiment, trackio project
+    entity: Optional[str] = None  # wandb entity, comet workspace
+    # offline: nothing leaves the machine (wandb offline, mlflow and tensorboard files in the run directory, comet
+    # offline archive); online: sync to the tracker's server; disabled: no tracker starts.
+    mode: str = "offline"
     tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class HubConfig:
+    """Pushing the trained model, with its model card, to the Hugging Face Hub (or a server speaking its API).
+
+    The token comes from the environment (``HF_TOKEN`` or ``huggingface-cli login``), never from the config;
+    the endpoint from ``HF_ENDPOINT``.
+    """
+
+    push: bool = False  # push final/ and its README.md at the end of the run, and after align-eval scores it
+    repo_id: Optional[str] = None  # "user/name" or "org/name"; required when push=true
+    private: bool = True  # a repository created by the push is private unless this is false
+    revision: Optional[str] = None  # a branch to push to (created when missing); None: the default branch
+    push_checkpoints: bool = False  # also push the complete checkpoints, under checkpoints/checkpoint-N/
+    # The licence in the card's metadata; None: the base model's (read from its card), if it has one.
+    license: Optional[str] = None
+    tags: List[str] = field(default_factory=list)  # extra tags for the card (align-train adds its own)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -518,6 +540,7 @@ class AlignConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     run_name: str = named("run")  # names the run directory, the SLURM job, the tracker run
     output_dir: str = MISSING
     # false: start fresh (an existing checkpoint in output_dir is an error); true: continue from the last

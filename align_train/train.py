@@ -8,11 +8,23 @@ The objective and the tuning strategy are wired together here and nowhere else.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import warnings
 
 from transformers import set_seed
 
+# First of align-train's modules: tracking imports transformers' integrations with their import-time print
+# ("Running in WANDB offline mode") silenced, before TRL imports them.
+from align_train.tracking import (  # isort: skip
+    ConsoleProgress,
+    JsonlMetricsCallback,
+    TrackerReport,
+    check_logger,
+    configure_logger,
+    tracker_names,
+)
 from align_train import console
 from align_train.config import check_config
 from align_train.data import load_data
@@ -20,7 +32,9 @@ from align_train.distributed import on_main_process, process_state
 from align_train.errors import ConfigError, DataError
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
 from align_train.evaluation.hook import EvaluationCallback
+from align_train.hub import check_hub, publish
 from align_train.launch.checks import Launch, check_launch, check_machine
+from align_train.model_card import write_card
 from align_train.models import DTYPES, INITS, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
@@ -36,7 +50,6 @@ from align_train.run_dir import (
     write_json,
 )
 from align_train.summary import RunResult
-from align_train.tracking import JsonlMetricsCallback, check_logger, configure_logger
 from align_train.training_args import check_trainer_kwarg_values, check_trainer_kwargs, common_trainer_args
 from align_train.tuning import TuningStrategy, make_tuning
 
@@ -72,12 +85,14 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         parameters = count_parameters(trainer.model)  # before saving: NeST folds its vectors into the weights
         if evaluator is not None:
             trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics,
-                                                    report_wandb=cfg.logger.name == "wandb"))
+                                                    report_wandb="wandb" in tracker_names(cfg.logger)))
         train(trainer, preemption, start.resume_from, run_dir)
         if data.eval is not None:
             trainer.evaluate()
         saved = save_final(trainer, tuning, run_dir)
-        return summarise(cfg, objective, tuning, trainer, data, saved, parameters, run_dir, start.resume_from, started)
+        result = summarise(cfg, objective, tuning, trainer, data, saved, parameters, run_dir, start.resume_from, started)
+        finish(cfg, trainer, result, run_dir)
+        return result
 
 
 # --------------------------------------------------------------------------- before anything loads
@@ -98,6 +113,7 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     check_choice("model.dtype", cfg.model.dtype, DTYPES)
     check_choice("model.init", cfg.model.init, INITS)
     check_logger(cfg.logger)
+    check_hub(cfg.hub)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
@@ -119,15 +135,34 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
 
 
 def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter from the libraries drown the run's own output."""
+    """Library output that drowns the run's own: per-operation bars, notices that do not apply, deprecation chatter.
+
+    What a person waits on stays visible: hub downloads (models, and the files of hub datasets)
+    report progress, as a bar on a terminal and as plain lines in a log (console.show_downloads).
+    datasets' bars (one per map or filter) and transformers' loading bars go; so does DeepSpeed's
+    "Setting accelerator to CPU" notice, printed on every import, unless the run uses DeepSpeed.
+    """
     import datasets
-    import huggingface_hub.utils
     import transformers
 
     datasets.disable_progress_bars()
-    huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    console.show_downloads()
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, DeepSpeedNotices) for f in deepspeed_logger.filters):
+        deepspeed_logger.addFilter(DeepSpeedNotices())
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+class DeepSpeedNotices(logging.Filter):
+    """DeepSpeed's accelerator notice matters only to a run that uses DeepSpeed (accelerate sets the variable)."""
+
+    NOTICES = ("Setting accelerator to CPU",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            return True
+        return not str(record.getMessage()).startswith(self.NOTICES)
 
 
 def make_evaluator(cfg, run_dir: RunDir, heldout) -> Evaluator | None:
@@ -159,10 +194,20 @@ def record_start(owner: RunOwnership, cfg, data, overrides) -> None:
 
 
 def training_callbacks(cfg, run_dir) -> tuple[list, PreemptionCallback]:
-    """The run's own callbacks; the marker first, so a checkpoint counts as complete before slower on_save work."""
+    """The run's own callbacks; the marker first, so a checkpoint counts as complete before slower on_save work.
+
+    The tracker report comes after transformers' integration callbacks (the trainer puts those first),
+    so their runs exist when it adds the config to them.
+    """
+    from omegaconf import OmegaConf
+
     preemption = PreemptionCallback()
-    return [CheckpointMarker(keep=cfg.train.save_total_limit), preemption,
-            JsonlMetricsCallback(RunDir(run_dir).metrics)], preemption
+    run = RunDir(run_dir)
+    callbacks = [CheckpointMarker(keep=cfg.train.save_total_limit), preemption, JsonlMetricsCallback(run.metrics),
+                 ConsoleProgress()]
+    if tracker_names(cfg.logger):
+        callbacks.append(TrackerReport(OmegaConf.to_container(cfg, resolve=True), run.run_info))
+    return callbacks, preemption
 
 
 def make_guard(cfg, run_dir) -> NonFiniteGuard:
@@ -175,6 +220,14 @@ def build_trainer(cfg, objective, tuning, model, reference, tokenizer, data, run
     run_callbacks, preemption = training_callbacks(cfg, run_dir)
     trainer = objective.build_trainer(model, reference, tokenizer, data, args, [*run_callbacks, *callbacks],
                                       **tuning.trainer_kwargs())
+    # ConsoleProgress prints the steps: not the trainer's raw dicts (PrinterCallback) nor its own bar.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    for callback in run_callbacks:
+        if isinstance(callback, TrackerReport):
+            callback.attach(trainer)
     make_guard(cfg, run_dir).watch(trainer)
     dropped = rows_dropped_by_trainer(trainer, data, cfg.model.max_length)
     if dropped and process_state().is_main_process:
@@ -252,3 +305,19 @@ def summarise(cfg, objective, tuning, trainer, data, saved: str, parameters: dic
         write_json(run_dir.summary, result.__dict__)
         print(result.render(), flush=True)
     return result
+
+
+def finish(cfg, trainer, result: RunResult, run_dir: RunDir) -> None:
+    """After the summary: the model card in final/, the summary in the trackers, the push to the hub (main process)."""
+    report = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TrackerReport)), None)
+    if not process_state().is_main_process:
+        return
+    card = write_card(run_dir)
+    if report is not None:
+        report.summary(result.before, result.after, result.evaluations, result.steps)
+        report.finish()
+    if cfg.hub.push:
+        console.log(f"pushing {run_dir.final} with its model card ({card.name}) to {cfg.hub.repo_id}", topic="hub")
+    url = publish(run_dir, cfg.hub)
+    if url:
+        console.log(f"pushed: {url}", topic="hub")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from align_train.errors import ConfigError
+from align_train.tracking import trainer_args
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -37,6 +38,7 @@ OWNED = {
     "eval_steps": "train.eval_steps",
     "use_cpu": "train.use_cpu",
     "report_to": "logger.name",
+    "project": "logger.project",
     "run_name": "run_name",
     "gradient_checkpointing": "model.gradient_checkpointing",
     "activation_checkpointing": "model.gradient_checkpointing",
@@ -124,7 +126,7 @@ def common_trainer_args(cfg, run_dir: str, world_size: int) -> dict[str, Any]:
         "eval_steps": train.eval_steps if train.eval_steps > 0 else None,
         "use_cpu": train.use_cpu,
         "dataloader_num_workers": train.dataloader_num_workers,
-        "report_to": ["wandb"] if cfg.logger.name == "wandb" else [],
+        **trainer_args(cfg.logger),  # report_to (logger.name) and trackio's project (logger.project)
         "run_name": cfg.run_name,
         # TRL defaults gradient checkpointing on; it is a model setting here, off unless asked.
         # (activation_checkpointing is transformers' current name; it overrides the deprecated alias.)

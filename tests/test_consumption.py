@@ -84,6 +84,7 @@ LEAF_CONTEXT = {
     "eval.refusal.prompts.split": ["eval.refusal.prompts.path=org/hub-prompts"],
     "eval.refusal.prompts.subset": ["eval.refusal.prompts.path=org/hub-prompts"],
     "logger.": ["logger=wandb"],
+    "hub.": ["hub.push=true", "hub.repo_id=user/model"],
     "tuning.harmful.split": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "tuning.harmful.subset": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "resume": ["output_dir=FINISHED"],
@@ -139,6 +140,10 @@ VARIANTS = {
     "logger.entity": "team",
     "logger.mode": "disabled",
     "logger.tags": "[a,b]",
+    "hub.repo_id": "user/other",
+    "hub.revision": "v2",
+    "hub.license": "mit",
+    "hub.tags": "[safety]",
     "eval.refusal.prompts.path": str(PROJECT_ROOT / "data/tiny/sft.jsonl"),
     "eval.refusal.prompts.column": "messages",
     "eval.refusal.prompts.where": "{type:borderline}",
@@ -566,6 +571,40 @@ def observe_logger(cfg, env):
         os.environ.update(saved)
 
 
+def observe_hub(cfg, env):
+    """What the end of a run pushes (a recording stand-in for HfApi) and the model card's metadata."""
+    from huggingface_hub import constants
+
+    from align_train.hub import check_hub, publish
+    from align_train.model_card import card_text
+    from align_train.run_dir import COMPLETE_MARKER
+
+    env["monkeypatch"].setattr(constants, "HF_HUB_OFFLINE", False)
+    run = RunDir(env["tmp"] / f"hub-{len(list(env['tmp'].iterdir()))}")
+    for folder in (run.final, run.checkpoint(2)):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    (run.checkpoint(2) / "trainer_state.json").write_text("{}")
+    (run.checkpoint(2) / COMPLETE_MARKER).write_text("{}")
+    OmegaConf.save(cfg, run.config)
+    run.summary.write_text(json.dumps({"steps": 2, "recipe": "r", "objective": "dpo", "tuning": "full"}))
+    calls = []
+
+    class Recorder:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def create_branch(self, repo_id, **kwargs):
+            calls.append(("create_branch", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", Path(kwargs["folder_path"]).name, kwargs["path_in_repo"], kwargs["revision"]))
+            return "url"
+
+    check_hub(cfg.hub)
+    return {"pushed": publish(run, cfg.hub, api=Recorder()), "calls": calls, "card": card_text(run)[:1500]}
+
+
 def observe_udm(cfg, env):
     from align_train.data import load_data
     from align_train.objectives import make_objective
@@ -680,7 +719,7 @@ OBSERVERS = {
     "trl": observe_trl, "loss": observe_loss, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
-    "logger": observe_logger, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
+    "logger": observe_logger, "hub": observe_hub, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
     "plan": observe_plan, "stages": observe_stages,
 }
 # Which consumers may see a leaf (first match of the path's prefix), cheapest first.
@@ -697,6 +736,7 @@ CONSUMERS = [
     ("train.skip_nonfinite_steps", ["callbacks"]),
     ("train.", ["trl"]),
     ("logger.", ["logger", "trl"]),
+    ("hub.", ["hub"]),
     ("eval.enabled", ["evaluator"]),
     ("eval.inline", ["evaluator"]),
     ("eval.baseline", ["hook"]),

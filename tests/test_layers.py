@@ -17,7 +17,7 @@ LAYERS = [
     ("model reading", ["inference"]),
     ("plug-ins", ["objectives", "tuning", "evaluation", "specdocs"]),
     ("orchestration", ["train", "pipeline", "summary", "training_args", "tracking", "preemption", "nonfinite",
-                       "launch"]),
+                       "launch", "model_card", "hub"]),
     ("entry points", ["cli", "__main__"]),
 ]
 SIBLINGS = {"objectives", "tuning", "evaluation", "specdocs"}  # plug-ins never import one another

@@ -4,7 +4,12 @@
                                        print a table, write eval/summary.json and eval/<metric>.png
     align-eval RUN_A RUN_B ...         the same for each, then compare them side by side (--out DIR)
     align-eval MODEL_OR_CHECKPOINT     score one model (a local directory or hub id) with --eval's suites
+    align-eval RUN_DIR --push [REPO_ID]  then push its final/ with the updated model card to the hub
     align-eval judge FILE --column completion   label every response: compliance, refusal or partial
+
+After scoring a finished run, its model card (final/README.md) is written again with the new
+before / after results, and pushed when the run was configured with ``hub.push=true`` or
+``--push`` is given (to ``--push REPO_ID``, or the run's ``hub.repo_id``).
 
 A run directory is scored with the suites recorded in its config.yaml (the hook's own), so the
 numbers equal the hook's for the same checkpoint; ``--eval NAME`` picks another set from
@@ -142,10 +147,14 @@ def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force:
     if eval_name:
         cfg.eval = eval_group_config(eval_name).eval
     cfg.eval = with_overrides(cfg.eval, overrides)
-    if not enabled_suites(cfg.eval):  # a run trained without evaluation: score it with the default suites
+    if not enabled_suites(cfg.eval):  # a run trained without evaluation (eval=none): the default suites
         cfg.eval = with_overrides(eval_group_config("default").eval, overrides)
-        console.log(f"{run_dir}: its config enables no evaluation suite; scoring with the default ones "
-                    f"({', '.join(enabled_suites(cfg.eval))}; --eval NAME picks others, e.g. --eval tiny)")
+        console.log(f"{run_dir}: {'--eval ' + eval_name if eval_name else 'its config'} enables no evaluation "
+                    f"suite; scoring with eval=default: {', '.join(enabled_suites(cfg.eval))} "
+                    "(--eval NAME picks others, e.g. --eval safety)")
+    else:
+        chosen = f"--eval {eval_name}" if eval_name else "the run's own suites"
+        console.log(f"{run_dir}: scoring with {chosen}: {', '.join(enabled_suites(cfg.eval))}")
     evaluator = Evaluator(cfg.eval, run.eval_dir, heldout=heldout_of(cfg), max_length=cfg.model.max_length)
     done = set() if force else {r["step"] for r in evaluation_records(run.eval_dir) if not r.get("skipped")}
     for step, path, is_start in run_targets(run, cfg):
@@ -175,6 +184,28 @@ def score_model(path: str, eval_name: str, overrides: list[str], out_dir: Path, 
     evaluator = Evaluator(cfg.eval, out_dir, max_length=cfg.model.max_length)
     model, tokenizer = load_for_eval(path, cfg.model)
     return evaluator.evaluate(model, tokenizer, step, label=path)
+
+
+def publish(run_dir: Path, push: str | None) -> None:
+    """A finished run's card with the scores it has now, pushed when the run asked for it or ``--push`` does."""
+    from align_train.hub import check_hub, push_run
+    from align_train.model_card import write_card
+
+    run = RunDir(run_dir)
+    if not (run.final.is_dir() and run.is_complete()):
+        if push is not None:
+            raise ConfigError(f"{run_dir}: --push needs a finished run (final/ and summary.json)")
+        return
+    card = write_card(run)
+    hub = run_config(run_dir).hub
+    if push:
+        hub.repo_id = push
+    if push is None and not hub.push:
+        console.log(f"{run_dir}: model card updated ({card})")
+        return
+    check_hub(OmegaConf.merge(hub, {"push": True}))
+    console.log(f"{run_dir}: pushing final/ with its model card to {hub.repo_id}", topic="hub")
+    console.log(f"pushed: {push_run(run, hub)}", topic="hub")
 
 
 # --------------------------------------------------------------------------- reports
@@ -265,7 +296,12 @@ def score_main(argv: list[str]) -> None:
     parser.add_argument("--force", action="store_true", help="score steps that already have a result again")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="let the model's own code run (never taken from a run directory's config)")
+    parser.add_argument("--push", nargs="?", const="", default=None, metavar="REPO_ID",
+                        help="push each scored run's final/ and model card to the hub (to REPO_ID, else the run's "
+                             "hub.repo_id); a run configured with hub.push=true is pushed without it")
     args = parser.parse_args(argv)
+    if args.push is not None and not any(RunDir(p).config.is_file() for p in args.paths):
+        raise ConfigError("--push publishes run directories; none of the paths is one")
     for path in args.paths:
         check_target(path)
 
@@ -275,6 +311,7 @@ def score_main(argv: list[str]) -> None:
     all_steps: dict[str, list[dict]] = {}
     for run in runs:
         records = score_run(run, args.eval, args.set, args.force, args.trust_remote_code)
+        publish(run, args.push)
         all_steps[str(run)] = records
         if len(runs) == 1 and not models:
             columns.update({f"step {r['step']}": r for r in records})
