@@ -279,8 +279,8 @@ def test_empty_assistant_turn_in_conversational_preference(tmp_path):
         load_data(data_cfg({"a": path}), DPO, "dpo")
 
 
-@pytest.mark.parametrize("label", ["yes", 1, 0, "true", None])
-def test_feedback_label_must_be_a_boolean(tmp_path, label):
+@pytest.mark.parametrize("label", ["yes", 2, -1, 0.5, "true", None])
+def test_feedback_label_must_be_a_boolean_or_0_1(tmp_path, label):
     rows = [
         {"prompt": "p1", "completion": "c1", "label": True},
         {"prompt": "p2", "completion": "c2", "label": label},
@@ -294,7 +294,15 @@ def test_feedback_label_must_be_a_boolean(tmp_path, label):
     if label is None:
         assert "missing 'label'" in message
     else:
-        assert f"'label' is {label!r}; expected true or false" in message
+        assert f"'label' is {label!r}; expected true or false (or 1 / 0)" in message
+
+
+def test_feedback_labels_1_and_0_are_true_and_false(tmp_path):
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2} for i in range(4)]
+    bundle = load_data(data_cfg({"fb": write_jsonl(tmp_path / "fb.jsonl", rows)}), KTO, "kto")
+    assert bundle.train.features["label"].dtype == "bool"
+    assert sorted(map(tuple, (r.values() for r in bundle.train.to_list()))) == [
+        ("p0", "c0", False), ("p1", "c1", True), ("p2", "c2", False), ("p3", "c3", True)]
 
 
 def test_rows_mixing_strings_and_messages_within_a_source(tmp_path):
