@@ -221,9 +221,13 @@ def test_invalid_first_row_is_reported_as_a_row_not_as_an_unknown_format(tmp_pat
 @pytest.mark.parametrize(
     "row,fmt",
     [
-        # e.g. ultrafeedback_binarized: prompt / chosen / rejected and a messages column
-        ({"prompt": "p", "chosen": "c", "rejected": "r",
-          "messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}]}, "preference"),
+        # HuggingFaceH4/ultrafeedback_binarized: a string prompt, conversations that repeat it, a messages
+        # column and scores (trl-lib's copy, chosen / rejected only, is tests/test_data_layouts.py's)
+        ({"prompt": "p", "prompt_id": "5c62e091",
+          "chosen": [{"content": "p", "role": "user"}, {"content": "c", "role": "assistant"}],
+          "rejected": [{"content": "p", "role": "user"}, {"content": "r", "role": "assistant"}],
+          "messages": [{"content": "p", "role": "user"}, {"content": "c", "role": "assistant"}],
+          "score_chosen": 8.0, "score_rejected": 6.5}, "preference"),
         ({"prompt": "p", "completion": "c", "label": True, "text": "t"}, "feedback"),
         ({"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}], "text": "t"},
          "messages"),

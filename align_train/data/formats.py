@@ -224,12 +224,12 @@ def infer_format(columns) -> str | None:
 
 
 def layouts_for(setting: str | None) -> tuple[str, ...] | None:
-    """The layouts a source's ``format`` setting allows: one layout by name, a format's layouts, or None (any)."""
+    """The layouts a source's ``format`` setting allows: a format's layouts, one layout by name, or None (any)."""
     if setting is None:
         return None
-    if setting in LAYOUTS:
-        return (setting,)
-    return tuple(name for name, layout in LAYOUTS.items() if layout.format == setting) or None
+    if setting in FORMATS:  # a format: any of its layouts (preference: explicit or implicit prompt)
+        return tuple(name for name, layout in LAYOUTS.items() if layout.format == setting)
+    return (setting,) if setting in LAYOUTS else None
 
 
 def choose_layout(setting: str | None, columns) -> str | None:

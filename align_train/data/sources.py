@@ -436,8 +436,8 @@ def _unknown_layout(where: str, columns) -> DataError:
 class _SourceReader:
     """Reads the pieces of one source in turn, agreeing on one layout and one kind (conversational or not)."""
 
-    def __init__(self, key: str, source, skip_invalid_rows: bool, mirror: str | None):
-        self.key, self.source, self.skip, self.mirror = key, source, skip_invalid_rows, mirror
+    def __init__(self, key: str, source, skip_invalid_rows: bool, mirror: str | None, collect: bool = False):
+        self.key, self.source, self.skip, self.mirror, self.collect = key, source, skip_invalid_rows, mirror, collect
         self.setting = source.format
         if self.setting is not None and self.setting not in known_settings():
             raise DataError(f"{key}.format: '{self.setting}' is unknown; expected one of {', '.join(known_settings())}")
@@ -521,12 +521,12 @@ class _SourceReader:
             self.parts.append(Dataset.from_list(rows, features=features_for(fmt, self.conversational)))
 
     def _result(self) -> SourceRows:
-        from datasets import concatenate_datasets
-
         name, errors = self.key, self.errors
         if not self.parts and not errors:
             raise DataError(f"data source '{name}' ({self.source.path}) has no rows")
         fmt = LAYOUTS[self.layout].format if self.layout else None
+        if self.collect:  # every row read and every problem kept, valid rows or not (align-data inspect)
+            return self._rows(fmt)
         if errors and not self.skip:
             shown = "\n  ".join(errors[:MAX_ERRORS_SHOWN])
             more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
@@ -536,16 +536,24 @@ class _SourceReader:
             )
         if not self.parts:
             raise DataError(f"data source '{name}': every one of its {len(errors)} rows is invalid, e.g. {errors[0]}")
+        return self._rows(fmt)
+
+    def _rows(self, fmt: str) -> SourceRows:
+        from datasets import Dataset, concatenate_datasets
+
         features = features_for(fmt, bool(self.conversational))
         parts = [p if p.features == features else p.cast(features) for p in self.parts]
-        dataset = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-        return SourceRows(name=name, format=fmt, dataset=dataset, skipped=errors, layout=self.layout,
+        dataset = (parts[0] if len(parts) == 1 else concatenate_datasets(parts)) if parts else \
+            Dataset.from_list([], features=features)
+        return SourceRows(name=self.key, format=fmt, dataset=dataset, skipped=self.errors, layout=self.layout,
                           total_rows=self.total)
 
 
-def read_source(key: str, source, skip_invalid_rows: bool, mirror: str | None = None) -> SourceRows:
+def read_source(key: str, source, skip_invalid_rows: bool, mirror: str | None = None,
+                collect: bool = False) -> SourceRows:
     """Read and validate every row of one configured source (a ``SourceConfig`` at config key ``key``).
 
     ``mirror`` is ``data.hub_mirror``: a directory holding hub datasets as ``owner/name/`` in their hub layout.
+    With ``collect``, invalid rows are never an error: every problem is returned in ``skipped``.
     """
-    return _SourceReader(key, source, skip_invalid_rows, mirror).read()
+    return _SourceReader(key, source, skip_invalid_rows, mirror, collect).read()
