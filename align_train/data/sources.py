@@ -52,7 +52,7 @@ def _code_version() -> str:
     import trl
 
     digest = hashlib.sha256(trl.__version__.encode())
-    for module in (formats.__file__, __file__):
+    for module in (formats.__file__, __file__, Path(__file__).with_name("vectorised.py")):
         digest.update(Path(module).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -338,14 +338,14 @@ def pieces(key: str, path_or_name: str, subset: str | None, split: str, mirror: 
 # --------------------------------------------------------------------------- validation
 
 
-def _validate_batch(batch: dict, layout: str, conversational: bool, fields: list, version: str) -> dict:
-    """Rows of a batch normalised to the layout's format; a row that is not valid has its reason in ERROR_COLUMN."""
+def _validate_rows(rows: list[dict], layout: str, conversational: bool, fields: list) -> dict:
+    """Rows normalised to the layout's format by the row rules; a row that is not valid has its reason in
+    ERROR_COLUMN (and nulls elsewhere)."""
     out = {f: [] for f in fields}
     out[ERROR_COLUMN] = []
-    columns = list(batch)
-    for i in range(len(batch[columns[0]]) if columns else 0):
+    for raw in rows:
         try:
-            row = normalise_row(layout, {c: batch[c][i] for c in columns})
+            row = normalise_row(layout, raw)
             if is_conversational(row) != conversational:
                 raise ValueError(f"is {KIND[not conversational]} but earlier rows are {KIND[conversational]}; "
                                  "a source must be one or the other")
@@ -356,6 +356,39 @@ def _validate_batch(batch: dict, layout: str, conversational: bool, fields: list
             out[f].append(row.get(f))
         out[ERROR_COLUMN].append(error)
     return out
+
+
+def _validate_table(batch, layout: str, conversational: bool, schema, source_features, version: str):
+    """A batch (an Arrow table) normalised to ``schema``: rows the vectorised checks accept are taken as they
+    are, column-wise; every other row goes through the row rules, in place (the row order is kept). Those rows
+    are decoded by ``source_features`` (the source's own ``datasets`` features), so that a nested value
+    ``datasets`` stored as JSON text (its Json type, for mixed shapes) reaches the rules as the object it was."""
+    import numpy as np
+    import pyarrow as pa
+
+    from align_train.data.vectorised import clean_rows
+
+    fields = [f for f in schema.names if f != ERROR_COLUMN]
+    found = clean_rows(layout, batch, conversational)
+    clean = found[0] if found is not None else np.zeros(batch.num_rows, dtype=bool)
+    if clean.all():
+        columns = [found[1][f].cast(schema.field(f).type) for f in fields]
+        return pa.Table.from_arrays(columns + [pa.nulls(batch.num_rows, pa.string())], schema=schema)
+    position = pa.array(np.arange(batch.num_rows))
+    parts = []
+    if clean.any():
+        keep = pa.array(clean)
+        columns = [found[1][f].filter(keep).cast(schema.field(f).type) for f in fields]
+        parts.append(pa.Table.from_arrays(columns + [pa.nulls(int(clean.sum()), pa.string()), position.filter(keep)],
+                                          names=schema.names + ["__position__"]))
+    dirty = np.flatnonzero(~clean)
+    decoded = source_features.decode_batch(batch.take(pa.array(dirty)).to_pydict())
+    rows = [dict(zip(decoded, values)) for values in zip(*decoded.values())] if decoded else []
+    checked = _validate_rows(rows, layout, conversational, fields)
+    checked["__position__"] = dirty
+    parts.append(pa.Table.from_pydict(checked, schema=schema.append(pa.field("__position__", pa.int64()))))
+    table = pa.concat_tables([p.cast(parts[-1].schema) for p in parts]).sort_by("__position__")
+    return table.drop_columns(["__position__"])
 
 
 def num_proc_for(rows: int) -> int | None:
@@ -381,20 +414,20 @@ def _validate_arrow(dataset, layout: str, conversational: bool, where: Callable[
     import numpy as np
     import pyarrow.compute as pc
 
-    fmt = LAYOUTS[layout].format
-    features = features_for(fmt, conversational).copy()
     from datasets import Value
 
+    features = features_for(LAYOUTS[layout].format, conversational).copy()
     features[ERROR_COLUMN] = Value("string")
     # The layout's columns (or, when none is there, one column to carry the row count: every row then says what
     # it is missing).
     present = [c for c in LAYOUTS[layout].columns if c in dataset.column_names] or dataset.column_names[:1]
-    checked = dataset.select_columns(present).map(
-        _validate_batch, batched=True, batch_size=BATCH, remove_columns=present, features=features,
-        fn_kwargs={"layout": layout, "conversational": conversational, "fields": list(features_for(fmt, False)),
-                   "version": VERSION},
+    selected = dataset.select_columns(present)
+    checked = selected.with_format("arrow").map(
+        _validate_table, batched=True, batch_size=BATCH, remove_columns=present, features=features,
+        fn_kwargs={"layout": layout, "conversational": conversational, "schema": features.arrow_schema,
+                   "source_features": selected.features, "version": VERSION},
         num_proc=num_proc_for(len(dataset)), desc=f"validating {desc}",
-    )
+    ).with_format(None)
     column = checked.data.column(ERROR_COLUMN)
     bad = pc.is_valid(column)
     errors: list[str] = []
