@@ -40,7 +40,7 @@ TOPICS = ["garden", "budget", "essay", "recipe", "trip", "workout", "email", "po
 
 
 def generate(path: Path, rows: int, seed: int = 0) -> Path:
-    """``rows`` conversational pairs, varied enough that no two rows are alike (about 600 bytes each)."""
+    """``rows`` conversational pairs, varied enough that no two rows are alike (about 400 bytes each)."""
     rng = random.Random(seed)
     with path.open("w") as handle:
         for i in range(rows):
