@@ -108,13 +108,18 @@ class ModelConfig:
 class SourceConfig:
     """One data source of a mixture: a local file or directory, or a hub dataset."""
 
-    path: str = MISSING  # file (.jsonl .json .csv .parquet), directory of such files, or hub dataset name
-    format: Optional[str] = None  # messages | preference | feedback | documents; None infers it from the columns
+    path: str = MISSING  # file (.jsonl .json .csv .parquet), directory of such files or in hub layout, hub dataset name
+    # A layout (preference, implicit_preference, feedback, safety_labels, completion, messages, documents) or a
+    # format (messages, completion, preference, feedback, documents); None detects it from the columns.
+    format: Optional[str] = None
     split: str = "train"  # hub datasets only
     subset: Optional[str] = None  # hub dataset configuration name
     columns: Dict[str, str] = field(default_factory=dict)  # {column in the source: field of the format}
     # Multiplier on the source's size: 0.5 samples half its rows, 2.0 repeats it twice, 1.0 takes it as is.
     weight: float = bounded(1.0, POSITIVE)
+    # Bundled example data (the tiny_* data groups): trains only while no other training source is
+    # configured, so a recipe or command line that names its own sources never gets it mixed in.
+    fallback: bool = False
 
 
 @dataclass
@@ -129,6 +134,9 @@ class DataConfig:
     # and the count is printed and written to the run directory.
     skip_invalid_rows: bool = False
     seed: int = bounded(42, SEED)
+    # A directory holding hub datasets as <owner>/<name>/ in their hub file layout (as `huggingface-cli download
+    # --repo-type dataset` writes them): a source naming a hub dataset is read from there, never from the hub.
+    hub_mirror: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- objectives

@@ -39,6 +39,7 @@ class RunResult:
             f"  parameters  {p['trainable']:,} trainable of {p['total']:,} ({share:.2f}%)",
             f"  data        {self.data.get('train_rows', 0)} train rows ({self.data.get('format')}), "
             f"{self.data.get('eval_rows', 0)} held out, {self.data.get('skipped_rows', 0)} skipped",
+            *self._source_lines(),
             f"  training    {self.steps} steps in {self.seconds:.0f}s"
             + (f", final train loss {self.train_loss:.4f}" if self.train_loss is not None else "")
             + (f" (resumed from {self.resumed_from})" if self.resumed_from else ""),
@@ -62,6 +63,31 @@ class RunResult:
         lines.append(f"  run directory {self.run_dir} (config.yaml, metrics.jsonl, summary.json)")
         lines.append("=" * 72)
         return "\n".join(lines)
+
+
+    def _source_lines(self) -> list[str]:
+        """One line per data source (rows it gave), and the bundled sets that made way for the user's own."""
+        lines = []
+        for name, source in self.data.get("sources", {}).items():
+            rows = (f"{source['train_rows']} train / {source['heldout_rows']} held out" if "train_rows" in source
+                    else f"{source['valid_rows']} held out")
+            skipped = f", {source['skipped_rows']} skipped" if source.get("skipped_rows") else ""
+            lines.append(f"    {name:<18} {rows}{skipped}  ({source.get('layout')}: {source.get('path')})")
+        for name in self.data.get("set_aside", {}):
+            lines.append(f"    {name:<18} set aside (bundled example data; other sources are configured)")
+        return lines
+
+
+def data_summary(report: dict) -> dict:
+    """What the summary says about the data: totals, and the rows of every source (data_report.json has more)."""
+    keep = ("path", "layout", "format", "converted_to", "weight", "train_rows", "heldout_rows", "valid_rows",
+            "skipped_rows")
+    summary = {k: report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")}
+    summary["sources"] = {name: {k: v for k, v in source.items() if k in keep}
+                          for name, source in report.get("sources", {}).items()}
+    if report.get("set_aside"):
+        summary["set_aside"] = report["set_aside"]
+    return summary
 
 
 def _fmt(value) -> str:

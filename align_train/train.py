@@ -49,7 +49,7 @@ from align_train.run_dir import (
     plan_start,
     write_json,
 )
-from align_train.summary import RunResult
+from align_train.summary import RunResult, data_summary
 from align_train.training_args import check_trainer_kwarg_values, check_trainer_kwargs, common_trainer_args
 from align_train.tuning import TuningStrategy, make_tuning
 
@@ -297,7 +297,7 @@ def summarise(cfg, objective, tuning, trainer, data, saved: str, parameters: dic
         run_dir=str(run_dir), final_dir=str(run_dir.final), saved=saved, recipe=cfg.run_name,
         objective=objective.name, tuning=tuning.name, model=cfg.model.name_or_path,
         parameters=parameters,
-        data={k: data.report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")},
+        data=data_summary(data.report),
         steps=trainer.state.global_step, train_loss=losses[-1] if losses else None, resumed_from=resume_from,
         before=before, after=after, evaluations=evaluations, seconds=time.time() - started,
     )

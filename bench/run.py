@@ -412,8 +412,16 @@ def part_gpu(work: Path, quick: bool) -> dict:
             "note": "every sequence is truncated to the length, so tokens per step = batch x sequences x length"}
 
 
+def part_data_loading(work: Path, quick: bool) -> dict:
+    """Load time and peak memory of the data layer, before and after, on a generated file (bench/data_loading.py)."""
+    from bench.data_loading import measure
+
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    return measure(20_000 if quick else 1_000_000, work / "data")
+
+
 PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "nest": part_nest,
-         "gpu": part_gpu}
+         "gpu": part_gpu, "data_loading": part_data_loading}
 
 
 def main(argv: list[str] | None = None) -> None:

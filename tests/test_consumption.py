@@ -69,6 +69,10 @@ LEAF_CONTEXT = {
     "data.skip_invalid_rows": [f"data.train.tiny_preference.path={BAD_ROWS}"],
     "data.train.tiny_preference.split": ["data.train.tiny_preference.path=org/hub-dataset"],
     "data.train.tiny_preference.subset": ["data.train.tiny_preference.path=org/hub-dataset"],
+    # the bundled set makes way for a source of the user's own, unless it is no longer marked fallback
+    "data.train.tiny_preference.fallback": [
+        "++data.train={mine:{path:" + str(PROJECT_ROOT / "data/examples/preference_conversational.jsonl") + "}}"],
+    "data.hub_mirror": ["data.train.tiny_preference.path=org/hub-dataset"],
     "eval.": EVAL_CONTEXT,
     "eval.refusal.generation.temperature": ["eval.refusal.generation.do_sample=true"],
     "eval.refusal.generation.top_p": ["eval.refusal.generation.do_sample=true"],
@@ -107,6 +111,7 @@ VARIANTS = {
     "data.train.tiny_preference.subset": "other",
     "data.train.tiny_preference.columns": "{chosen:rejected,rejected:chosen}",
     "data.max_eval_rows": "5",
+    "data.hub_mirror": "/elsewhere/mirror",
     "objective.loss_type": "[hinge]",
     "objective.loss_weights": "[0.5]",
     "objective.f_divergence_type": "js_divergence",

@@ -221,9 +221,13 @@ def test_invalid_first_row_is_reported_as_a_row_not_as_an_unknown_format(tmp_pat
 @pytest.mark.parametrize(
     "row,fmt",
     [
-        # e.g. ultrafeedback_binarized: prompt / chosen / rejected and a messages column
-        ({"prompt": "p", "chosen": "c", "rejected": "r",
-          "messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}]}, "preference"),
+        # HuggingFaceH4/ultrafeedback_binarized: a string prompt, conversations that repeat it, a messages
+        # column and scores (trl-lib's copy, chosen / rejected only, is tests/test_data_layouts.py's)
+        ({"prompt": "p", "prompt_id": "5c62e091",
+          "chosen": [{"content": "p", "role": "user"}, {"content": "c", "role": "assistant"}],
+          "rejected": [{"content": "p", "role": "user"}, {"content": "r", "role": "assistant"}],
+          "messages": [{"content": "p", "role": "user"}, {"content": "c", "role": "assistant"}],
+          "score_chosen": 8.0, "score_rejected": 6.5}, "preference"),
         ({"prompt": "p", "completion": "c", "label": True, "text": "t"}, "feedback"),
         ({"messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}], "text": "t"},
          "messages"),
@@ -279,8 +283,8 @@ def test_empty_assistant_turn_in_conversational_preference(tmp_path):
         load_data(data_cfg({"a": path}), DPO, "dpo")
 
 
-@pytest.mark.parametrize("label", ["yes", 1, 0, "true", None])
-def test_feedback_label_must_be_a_boolean(tmp_path, label):
+@pytest.mark.parametrize("label", ["yes", 2, -1, 0.5, "true", None])
+def test_feedback_label_must_be_a_boolean_or_0_1(tmp_path, label):
     rows = [
         {"prompt": "p1", "completion": "c1", "label": True},
         {"prompt": "p2", "completion": "c2", "label": label},
@@ -294,7 +298,15 @@ def test_feedback_label_must_be_a_boolean(tmp_path, label):
     if label is None:
         assert "missing 'label'" in message
     else:
-        assert f"'label' is {label!r}; expected true or false" in message
+        assert f"'label' is {label!r}; expected true or false (or 1 / 0)" in message
+
+
+def test_feedback_labels_1_and_0_are_true_and_false(tmp_path):
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2} for i in range(4)]
+    bundle = load_data(data_cfg({"fb": write_jsonl(tmp_path / "fb.jsonl", rows)}), KTO, "kto")
+    assert bundle.train.features["label"].dtype == "bool"
+    assert sorted(map(tuple, (r.values() for r in bundle.train.to_list()))) == [
+        ("p0", "c0", False), ("p1", "c1", True), ("p2", "c2", False), ("p3", "c3", True)]
 
 
 def test_rows_mixing_strings_and_messages_within_a_source(tmp_path):
