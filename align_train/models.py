@@ -8,6 +8,7 @@ safetensors only, and remote code runs only when the user sets ``trust_remote_co
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import re
 from pathlib import Path
@@ -82,7 +83,7 @@ def check_model_config(model_cfg, tuning_name: str, save_merged: bool = False) -
                           "weights rounds the adapter away; save the adapter alone and merge it into the "
                           "full-precision base model with peft")
     try:
-        import bitsandbytes  # noqa: F401
+        importlib.import_module("bitsandbytes")
     except Exception as err:  # not installed, or no backend for this machine
         raise ConfigError(f"model.quantization={quantization} needs bitsandbytes, which cannot load here "
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'not installed'}); "

@@ -46,8 +46,9 @@ class RunResult:
             + (f" (resumed from {self.resumed_from})" if self.resumed_from else ""),
             f"  saved       {self.final_dir}  [{self.saved}]",
         ]
-        for key, setting in self.settings.items():
-            lines.append(f"  {key:<11} {setting['value']:g} ({setting['origin']})")
+        if self.settings:  # the values that depend on the tuning strategy, and where each came from
+            lines.append("  settings    " + ", ".join(f"{key} {setting['value']:g} ({setting['origin']})"
+                                                      for key, setting in self.settings.items()))
         if self.before or self.after:
             scored = [r for r in self.evaluations if r.get("step") is not None and not r.get("skipped")]
             if scored:  # the hook's step 0 and last scores are the before / after
