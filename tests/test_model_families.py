@@ -1,8 +1,7 @@
 """Model families: the random-weight miniatures of Llama 3, Qwen2.5, Qwen3, Mistral, Gemma 3 and Phi-3.
 
-Every objective (SFT, DPO, KTO, BCO) runs with every strategy (full, LoRA, NeST) on every family: one
-test per family runs its twelve combinations, each a real run of one optimiser step on a handful of
-rows, and checks what moved: every weight under full tuning, the adapter of every linear layer under
+Every objective (SFT, DPO, KTO, BCO) runs with every strategy (full, LoRA, NeST) on every family: 72
+parametrised cases, each a real run of one optimiser step on a handful of rows, checking what moved: every weight under full tuning, the adapter of every linear layer under
 LoRA's all-linear (and nothing else), the cluster vectors of the family's MLP blocks under NeST.
 """
 
@@ -91,37 +90,37 @@ def test_assistant_only_loss_trains_the_turns_end(family):
     assert is_chat_template_stop_token_trained(tokenizer, chat_template=template)
 
 
+@pytest.mark.parametrize("strategy", ["full", "lora", "nest"])
+@pytest.mark.parametrize("objective", ["sft", "dpo", "kto", "bco"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_objective_with_every_strategy_moves_the_right_weights(family, tmp_path):
-    start = initial_weights(family)
-    linear = linear_layers(family)
-    mlp = FAMILIES[family][1]
-    for objective in ("sft", "dpo", "kto", "bco"):
-        data = "tiny_sft" if objective == "sft" else "tiny_preference"
-        for strategy in ("full", "lora", "nest"):
-            out = tmp_path / f"{objective}-{strategy}"
-            result = run_recipe(out, f"recipe=tiny/{objective}", f"model=tiny-random-{family}", f"tuning={strategy}",
-                                f"data.train.{data}.weight=0.02", *ONE_STEP, *STRATEGY[strategy])
-            where = f"{family} {objective} + {strategy}"
-            assert result.steps == 1 and torch.isfinite(torch.tensor(result.train_loss)), where
-            final = out / "final"
-            if strategy == "full":
-                trained = load_file(str(final / "model.safetensors"))
-                moved = [k for k in trained if not torch.equal(trained[k], start[k])]
-                assert len(moved) >= len(trained) - 1, f"{where}: only {len(moved)} of {len(trained)} tensors moved"
-            elif strategy == "lora":
-                adapter = json.loads((final / "adapter_config.json").read_text())
-                assert set(adapter["target_modules"]) == linear, where  # all-linear: every linear layer but the head
-                weights = load_file(str(final / "adapter_model.safetensors"))
-                lora_b = {k for k, v in weights.items() if "lora_B" in k and v.abs().sum() > 0}
-                assert {k.split("base_model.model.")[1].rsplit(".lora_B", 1)[0] for k in lora_b} == linear, where
-            else:
-                adapter = load_file(str(final / "nest_adapter.safetensors"))
-                deltas = {k: v for k, v in adapter.items() if ".delta." in k}
-                blocks = {k.split(".delta.")[0] for k in deltas}
-                assert blocks and all(b.endswith(".mlp") for b in blocks), f"{where}: {sorted(blocks)}"
-                assert all(v.abs().sum() > 0 for v in deltas.values()), f"{where}: a cluster vector did not move"
-                folded = load_file(str(final / "model.safetensors"))
-                moved = {k for k in folded if not torch.equal(folded[k], start[k])}
-                assert moved and all(k.rsplit(".", 2)[-2] in mlp and ".mlp." in k for k in moved), (where, moved)
-            assert AutoTokenizer.from_pretrained(final).chat_template, where
+def test_every_objective_with_every_strategy_moves_the_right_weights(family, objective, strategy, tmp_path):
+    data = "tiny_sft" if objective == "sft" else "tiny_preference"
+    out = tmp_path / "run"
+    result = run_recipe(out, f"recipe=tiny/{objective}", f"model=tiny-random-{family}", f"tuning={strategy}",
+                        f"data.train.{data}.weight=0.02", *ONE_STEP, *STRATEGY[strategy])
+    where = f"{family} {objective} + {strategy}"
+    assert result.steps == 1 and torch.isfinite(torch.tensor(result.train_loss)), where
+    final = out / "final"
+    if strategy == "full":
+        start = initial_weights(family)
+        trained = load_file(str(final / "model.safetensors"))
+        moved = [k for k in trained if not torch.equal(trained[k], start[k])]
+        assert len(moved) >= len(trained) - 1, f"{where}: only {len(moved)} of {len(trained)} tensors moved"
+    elif strategy == "lora":
+        linear = linear_layers(family)
+        adapter = json.loads((final / "adapter_config.json").read_text())
+        assert set(adapter["target_modules"]) == linear, where  # all-linear: every linear layer but the head
+        weights = load_file(str(final / "adapter_model.safetensors"))
+        lora_b = {k for k, v in weights.items() if "lora_B" in k and v.abs().sum() > 0}
+        assert {k.split("base_model.model.")[1].rsplit(".lora_B", 1)[0] for k in lora_b} == linear, where
+    else:
+        start, mlp = initial_weights(family), FAMILIES[family][1]
+        adapter = load_file(str(final / "nest_adapter.safetensors"))
+        deltas = {k: v for k, v in adapter.items() if ".delta." in k}
+        blocks = {k.split(".delta.")[0] for k in deltas}
+        assert blocks and all(b.endswith(".mlp") for b in blocks), f"{where}: {sorted(blocks)}"
+        assert all(v.abs().sum() > 0 for v in deltas.values()), f"{where}: a cluster vector did not move"
+        folded = load_file(str(final / "model.safetensors"))
+        moved = {k for k in folded if not torch.equal(folded[k], start[k])}
+        assert moved and all(k.rsplit(".", 2)[-2] in mlp and ".mlp." in k for k in moved), (where, moved)
+    assert AutoTokenizer.from_pretrained(final).chat_template, where
