@@ -99,6 +99,11 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     max_length: int = bounded(1024, COUNT)  # tokens per example (prompt + completion), longer ones are truncated
     trust_remote_code: bool = False  # never on unless the user sets it
+    # The chat template, replacing the tokenizer's own (a base model has none): a preset name (chatml, llama3,
+    # gemma, mistral, zephyr, phi3: data/chat_templates/) or a Jinja file. None: the tokenizer's template.
+    chat_template: Optional[str] = None
+    # Load the linear layers' weights quantised to 4 bits with bitsandbytes (QLoRA with tuning=lora): nf4 | fp4.
+    quantization: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- data
@@ -303,13 +308,14 @@ class LoraTuningConfig(TuningConfig):
     r: int = bounded(16, COUNT)
     alpha: int = bounded(32, POSITIVE)
     dropout: float = bounded(0.05, FRACTION)
-    # Module names (suffixes) to adapt, or ["all-linear"].
-    target_modules: List[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    # Modules to adapt: names (suffixes such as q_proj), and the presets "attention" and "mlp" (each family's own
+    # projection names, e.g. Phi-3's fused qkv_proj / gate_up_proj), or ["all-linear"] (every linear layer but
+    # the output head, peft's choice).
+    target_modules: List[str] = field(default_factory=lambda: ["attention", "mlp"])
     bias: str = "none"  # none | all | lora_only
-    use_rslora: bool = False
-    modules_to_save: List[str] = field(default_factory=list)
+    use_rslora: bool = False  # rank-stabilised scaling: alpha / sqrt(r) instead of alpha / r
+    use_dora: bool = False  # DoRA: the adapted weight's magnitude trains apart from its direction
+    modules_to_save: List[str] = field(default_factory=list)  # modules trained in full beside the adapters
     # The adapter is written to final/; with this set, the merged full model is written to final-merged/ too.
     save_merged: bool = False
 
@@ -330,7 +336,9 @@ class FreezeTuningConfig(TuningConfig):
 class TrainConfig:
     """Optimisation settings. The global batch is the setting; accumulation is derived from it."""
 
-    learning_rate: float = bounded(5e-5, POSITIVE)
+    # None: the tuning strategy's default (full / freeze 1e-4, lora 1e-3, nest 1e-2: fewer trained parameters
+    # want a larger rate). A recipe or the command line that sets it wins; the run records which it was.
+    learning_rate: Optional[float] = bounded(None, POSITIVE)
     num_epochs: float = bounded(1.0, POSITIVE)
     max_steps: int = bounded(-1, Bound(1, also=(-1,)))  # > 0 overrides num_epochs; -1 trains num_epochs
     global_batch_size: int = bounded(8, COUNT)  # examples per optimiser step, over all processes

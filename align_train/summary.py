@@ -27,6 +27,8 @@ class RunResult:
     after: dict = field(default_factory=dict)
     evaluations: list = field(default_factory=list)  # eval/step-N.json records, in step order
     seconds: float = 0.0
+    # Settings whose default depends on the tuning strategy: {key: {"value", "origin"}} (train.strategy_settings)
+    settings: dict = field(default_factory=dict)
 
     def render(self) -> str:
         p = self.parameters
@@ -45,6 +47,9 @@ class RunResult:
             + (f" (resumed from {self.resumed_from})" if self.resumed_from else ""),
             f"  saved       {self.final_dir}  [{self.saved}]",
         ]
+        if self.settings:  # the values that depend on the tuning strategy, and where each came from
+            lines.append("  settings    " + ", ".join(f"{key} {setting['value']:g} ({setting['origin']})"
+                                                      for key, setting in self.settings.items()))
         if self.before or self.after:
             scored = [r for r in self.evaluations if r.get("step") is not None and not r.get("skipped")]
             if scored:  # the hook's step 0 and last scores are the before / after

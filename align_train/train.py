@@ -35,10 +35,9 @@ from align_train.evaluation.hook import EvaluationCallback
 from align_train.hub import check_hub, publish
 from align_train.launch.checks import Launch, check_launch, check_machine
 from align_train.model_card import write_card
-from align_train.models import DTYPES, INITS, count_parameters, frozen_copy, load_model, load_tokenizer
+from align_train.models import check_model_config, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.nonfinite import NonFiniteGuard
 from align_train.objectives import Objective, make_objective
-from align_train.objectives.base import check_choice
 from align_train.preemption import PreemptionCallback, stop_after_preemption
 from align_train.run_dir import (
     CheckpointMarker,
@@ -50,7 +49,12 @@ from align_train.run_dir import (
     write_json,
 )
 from align_train.summary import RunResult, data_summary
-from align_train.training_args import check_trainer_kwarg_values, check_trainer_kwargs, common_trainer_args
+from align_train.training_args import (
+    check_trainer_kwarg_values,
+    check_trainer_kwargs,
+    common_trainer_args,
+    strategy_settings,
+)
 from align_train.tuning import TuningStrategy, make_tuning
 
 
@@ -62,6 +66,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
     started = time.time()
     quiet_libraries()
     objective, tuning, launch = validate_config(cfg, process_state().num_processes)
+    settings = apply_strategy_defaults(cfg, overrides)
     check_machine(cfg)
     run_dir = RunDir(cfg.output_dir)
     # Decided once, before anything is written: a refused start changes nothing on disk.
@@ -90,7 +95,8 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         if data.eval is not None:
             trainer.evaluate()
         saved = save_final(trainer, tuning, run_dir)
-        result = summarise(cfg, objective, tuning, trainer, data, saved, parameters, run_dir, start.resume_from, started)
+        result = summarise(cfg, objective, tuning, trainer, data, saved, parameters, run_dir, start.resume_from, started,
+                           settings)
         finish(cfg, trainer, result, run_dir)
         return result
 
@@ -110,8 +116,7 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     tuning = make_tuning(cfg.tuning)
     objective.validate(cfg)
     tuning.validate()
-    check_choice("model.dtype", cfg.model.dtype, DTYPES)
-    check_choice("model.init", cfg.model.init, INITS)
+    check_model_config(cfg.model, tuning.name, getattr(cfg.tuning, "save_merged", False))
     check_logger(cfg.logger)
     check_hub(cfg.hub)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
@@ -132,6 +137,19 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
                           "adapter-disabled base as the reference (there is no copy to update)")
     launch = check_launch(cfg, world_size, launch)  # what the launcher (DeepSpeed, FSDP) or the strategy cannot run
     return objective, tuning, launch
+
+
+def apply_strategy_defaults(cfg, overrides: list[str] | None) -> dict[str, dict]:
+    """Settings left to the tuning strategy take its default; config.yaml then records the values the run uses.
+
+    Returns each such setting's value and origin (command line, recipe, or the strategy's default) for the
+    log and the summary.
+    """
+    settings = strategy_settings(cfg, overrides)
+    for key, setting in settings.items():
+        cfg.train[key] = setting["value"]
+        console.log(f"train.{key}={setting['value']:g} ({setting['origin']})")
+    return settings
 
 
 def quiet_libraries() -> None:
@@ -286,7 +304,7 @@ def save_final(trainer, tuning: TuningStrategy, run_dir: RunDir) -> str:
 
 
 def summarise(cfg, objective, tuning, trainer, data, saved: str, parameters: dict, run_dir: RunDir, resume_from,
-              started) -> RunResult:
+              started, settings: dict | None = None) -> RunResult:
     """The run summary: what trained on what, and the evaluator's scores of the start and the final model."""
     evaluations = [brief(r) for r in evaluation_records(run_dir.eval_dir)]
     scored = [r for r in evaluations if headline(r)]
@@ -300,6 +318,7 @@ def summarise(cfg, objective, tuning, trainer, data, saved: str, parameters: dic
         data=data_summary(data.report),
         steps=trainer.state.global_step, train_loss=losses[-1] if losses else None, resumed_from=resume_from,
         before=before, after=after, evaluations=evaluations, seconds=time.time() - started,
+        settings=settings or {},
     )
     if process_state().is_main_process:
         write_json(run_dir.summary, result.__dict__)

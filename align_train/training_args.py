@@ -44,7 +44,46 @@ OWNED = {
     "activation_checkpointing": "model.gradient_checkpointing",
     "max_length": "model.max_length",
     "trust_remote_code": "model.trust_remote_code",
+    # SFT's template file: model.chat_template sets the template once for the trainer, the data check, the
+    # evaluator and the saved tokenizer alike.
+    "chat_template_path": "model.chat_template",
 }
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def strategy_settings(cfg, overrides: list[str] | None = None) -> dict[str, dict]:
+    """The training settings whose default depends on the tuning strategy: each one's value and origin.
+
+    A setting left unset (``train.learning_rate=null``) takes the strategy's default (``train_defaults``);
+    one that is set keeps its value. The origin says which: ``tuning=<name> default``, ``command line``
+    (an override names it), ``recipe`` (set, but not on the command line), or ``config`` when the command
+    line is unknown (a pipeline's stage, a config composed by a program).
+    """
+    from align_train.tuning import TUNING_STRATEGIES
+
+    strategy = TUNING_STRATEGIES.get(cfg.tuning.name)
+    defaults = strategy.train_defaults if strategy is not None else {}
+    named = {_override_key(o) for o in overrides or []}
+    settings = {}
+    for key, default in defaults.items():
+        value = cfg.train[key]
+        if value is None:
+            settings[key] = {"value": default, "origin": f"tuning={cfg.tuning.name} default"}
+        elif overrides is None:
+            settings[key] = {"value": value, "origin": "config"}
+        else:
+            settings[key] = {"value": value, "origin": "command line" if f"train.{key}" in named else "recipe"}
+    return settings
+
+
+def learning_rate(cfg) -> float:
+    """train.learning_rate, or the tuning strategy's default where it is unset."""
+    if cfg.train.learning_rate is not None:
+        return cfg.train.learning_rate
+    return strategy_settings(cfg)["learning_rate"]["value"]
 
 
 def gradient_accumulation(train_cfg, world_size: int) -> int:
@@ -103,7 +142,7 @@ def common_trainer_args(cfg, run_dir: str, world_size: int) -> dict[str, Any]:
         "per_device_train_batch_size": train.per_device_batch_size,
         "per_device_eval_batch_size": train.eval_batch_size or train.per_device_batch_size,
         "gradient_accumulation_steps": gradient_accumulation(train, world_size),
-        "learning_rate": train.learning_rate,
+        "learning_rate": learning_rate(cfg),
         "num_train_epochs": train.num_epochs,
         "max_steps": train.max_steps,
         "lr_scheduler_type": train.lr_scheduler,

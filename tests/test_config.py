@@ -162,7 +162,7 @@ def test_trl_cpu_unfriendly_defaults_are_overridden():
     data = type("D", (), {"format": "preference"})()
     args = objective.make_args(common_trainer_args(cfg, "/tmp/unused", 1), data)
     assert args.bf16 is False and args.activation_checkpointing is False
-    assert args.learning_rate == cfg.train.learning_rate
+    assert cfg.train.learning_rate is None and args.learning_rate == 1e-4  # unset: full tuning's default
 
 
 def test_no_machine_paths_in_shipped_files():
@@ -170,3 +170,22 @@ def test_no_machine_paths_in_shipped_files():
     for path in [*CONF_DIR.rglob("*.yaml"), *RECIPES_DIR.rglob("*.yaml"), *launch, PROJECT_ROOT / "README.md"]:
         if path.exists():
             assert "/work/" not in path.read_text() and "/root/" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("overrides, command_line, expected", [
+    (["tuning=full"], [], (1e-4, "tuning=full default")),
+    (["tuning=lora"], [], (1e-3, "tuning=lora default")),
+    (["tuning=nest"], [], (1e-2, "tuning=nest default")),
+    (["tuning=freeze"], [], (1e-4, "tuning=freeze default")),
+    (["tuning=lora", "train.learning_rate=2e-4"], ["train.learning_rate=2e-4"], (2e-4, "command line")),
+    (["recipe=tiny/sft", "tuning=lora"], [], (3e-4, "recipe")),  # the recipe's own rate wins over the default
+    (["recipe=tiny/sft", "tuning=lora"], None, (3e-4, "config")),  # composed by a program: no command line known
+])
+def test_the_learning_rate_follows_the_strategy_unless_set_and_says_where_it_came_from(overrides, command_line,
+                                                                                       expected):
+    from align_train.training_args import common_trainer_args, strategy_settings
+
+    cfg = compose_config(*overrides)
+    setting = strategy_settings(cfg, command_line)["learning_rate"]
+    assert (setting["value"], setting["origin"]) == expected
+    assert common_trainer_args(cfg, "x", 1)["learning_rate"] == expected[0]

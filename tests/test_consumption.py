@@ -103,6 +103,8 @@ VARIANTS = {
     "model.init": "random",
     "model.dtype": "bfloat16",
     "model.attn_implementation": "eager",
+    "model.chat_template": "chatml",
+    "model.quantization": "nf4",
     "data.train": "{extra:{path:" + str(PROJECT_ROOT / "data/examples/preference.jsonl") + "}}",
     "data.eval": "{held:{path:" + str(PROJECT_ROOT / "data/examples/preference.jsonl") + "}}",
     "data.train.tiny_preference.path": str(PROJECT_ROOT / "data/examples/preference.jsonl"),

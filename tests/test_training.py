@@ -79,6 +79,20 @@ def test_tiny_dpo_raises_heldout_preference_accuracy(tmp_path):
     assert summary["after"] == pytest.approx(after)
 
 
+def test_tiny_kto_with_lora_learns_at_the_strategys_learning_rate(tmp_path):
+    """The README's `recipe=tiny/kto tuning=lora`: at full tuning's rate (1e-4) the adapters barely move and held-out
+    preference accuracy stayed where it started; LoRA's own default (1e-3) applies since the recipe sets none."""
+    result = run_recipe(tmp_path, "recipe=tiny/kto", "tuning=lora", "train.max_steps=30", "data.max_eval_rows=48",
+                        "train.save_steps=0")
+    assert result.settings == {"learning_rate": {"value": 1e-3, "origin": "tuning=lora default"}}
+    assert result.after["preference_accuracy"] >= result.before["preference_accuracy"] + 0.1
+    assert result.after["logprob_margin"] > result.before["logprob_margin"]
+    recorded = OmegaConf.load(tmp_path / "config.yaml")
+    assert recorded.train.learning_rate == 1e-3  # config.yaml records the value the run used
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["settings"]["learning_rate"] == {"value": 1e-3, "origin": "tuning=lora default"}
+
+
 def test_run_directory_records_config_provenance_and_metrics(tmp_path):
     run_recipe(tmp_path, "recipe=tiny/sft", *FAST, "objective.packing=true")
     config = OmegaConf.load(tmp_path / "config.yaml")

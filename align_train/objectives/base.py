@@ -31,14 +31,24 @@ class Objective(ABC):
         """Config checks that need nothing loaded. ``run_cfg`` is the whole run's config."""
 
     def check_data(self, data: DataBundle, tokenizer) -> list[str]:
-        """Data checks before the model loads; raise DataError, or return warnings to print."""
+        """Data checks before the model loads; raise DataError, or return warnings to print.
+
+        Conversational data needs a chat template (the tokenizer's, or ``model.chat_template``), and one
+        whose assistant turns end with a token the model's generation config stops on.
+        """
+        from align_train.models import chat_template_presets, template_stop_problem
+
         sample = data.train[0]
-        if any(isinstance(v, list) for v in sample.values()) and not tokenizer.chat_template:
+        if not any(isinstance(v, list) for v in sample.values()):
+            return []
+        if not tokenizer.chat_template:
             raise DataError(
-                "the training data is conversational (lists of messages) but the tokenizer has no chat template; "
-                "use a chat model's tokenizer (model.tokenizer=...) or standard (plain-string) data"
+                "the training data is conversational (lists of messages) but the tokenizer has no chat template (a "
+                "base model ships none): set model.chat_template to a preset "
+                f"({', '.join(chat_template_presets())}) or a Jinja file, or use standard (plain-string) data"
             )
-        return []
+        problem = template_stop_problem(tokenizer)
+        return [f"model.chat_template: {problem}"] if problem else []
 
     def needs_reference_model(self) -> bool:
         """Whether the trainer must be given a reference model (when the tuning does not provide one)."""

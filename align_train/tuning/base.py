@@ -5,7 +5,8 @@ run wires them together. ``provides_reference`` tells the run whether the strate
 untouched base inside the trained model (LoRA with adapters disabled), so that preference
 objectives need no separate reference copy. ``prepare`` sees the loaded model, the tokenizer
 and the run directory before ``apply`` (NeST reads the model there to choose what trains).
-``trainer_kwargs`` lets a strategy hand the trainer what it needs (LoRA hands TRL its peft
+``train_defaults`` are the training settings (the learning rate) the strategy suggests where the run sets
+none. ``trainer_kwargs`` lets a strategy hand the trainer what it needs (LoRA hands TRL its peft
 config) without the objective knowing. A strategy with artifacts of its own also owns how they
 are saved (``save_final``), where the model a following pipeline stage starts from is
 (``final_model``), how its final model and its checkpoints load for evaluation
@@ -23,6 +24,9 @@ from torch import nn
 class TuningStrategy(ABC):
     name: str = ""
     provides_reference: bool = False
+    # Training settings whose good value depends on how many parameters move: used where the run leaves the
+    # setting unset (train.learning_rate=null). The smaller the trained part, the larger its steps must be.
+    train_defaults: dict = {"learning_rate": 1e-4}
 
     def __init__(self, cfg):
         self.cfg = cfg

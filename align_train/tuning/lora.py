@@ -2,7 +2,11 @@
 
 The peft config is handed to the TRL trainer, which wraps the model itself. (A model wrapped
 before the trainer sees it makes TRL copy the adapter into a "ref" adapter instead, because it
-cannot know the adapter is fresh.)
+cannot know the adapter is fresh.) Its variants are peft's own: rsLoRA (``use_rslora``), DoRA
+(``use_dora``), modules trained in full beside the adapters (``modules_to_save``), and QLoRA when
+the base loads in 4 bits (``model.quantization``). ``target_modules`` may name the presets
+``attention`` and ``mlp``, resolved against the loaded model, so one recipe fits every family
+(Phi-3 fuses its projections into ``qkv_proj`` and ``gate_up_proj``).
 """
 
 from __future__ import annotations
@@ -13,18 +17,49 @@ from pathlib import Path
 from peft import LoraConfig
 from torch import nn
 
+from align_train import console
 from align_train.errors import ConfigError
 from align_train.models import save_model
 from align_train.tuning.base import TuningStrategy
 
 BIASES = ("none", "all", "lora_only")
+ALL_LINEAR = "all-linear"  # peft: every linear layer but the output head
+# Projection names per preset, across Llama, Qwen2 / Qwen3, Mistral, Gemma and Phi-3 (fused qkv / gate_up).
+PRESETS = {
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"),
+    "mlp": ("gate_proj", "up_proj", "down_proj", "gate_up_proj"),
+}
+
+
+def module_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules()]
+
+
+def matches(names: list[str], target: str) -> bool:
+    """peft's rule for a module name: the whole name, or its last components."""
+    return any(n == target or n.endswith("." + target) for n in names)
+
+
+def linear_leaves(model: nn.Module) -> list[str]:
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                   if not list(m.children()) and isinstance(m, nn.Linear)})
 
 
 class LoraTuning(TuningStrategy):
     name = "lora"
     provides_reference = True
+    # LoRA's low-rank update takes about ten times full tuning's rate (Schulman et al. 2025, "LoRA Without Regret").
+    train_defaults = {"learning_rate": 1e-3}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.targets: list[str] | None = None  # target_modules with the presets resolved against the model
 
     def validate(self) -> None:
+        targets = list(self.cfg.target_modules)
+        if ALL_LINEAR in targets and len(targets) > 1:
+            raise ConfigError(f"tuning.target_modules: '{ALL_LINEAR}' already covers every linear layer; give it "
+                              f"alone, not with {[t for t in targets if t != ALL_LINEAR]}")
         if self.cfg.r <= 0:
             raise ConfigError(f"tuning.r must be a positive rank, got {self.cfg.r}")
         if not 0.0 <= self.cfg.dropout < 1.0:
@@ -35,30 +70,52 @@ class LoraTuning(TuningStrategy):
             raise ConfigError("tuning.target_modules: name at least one module (or 'all-linear')")
 
     def peft_config(self) -> LoraConfig:
-        targets = list(self.cfg.target_modules)
+        """peft's config; before ``apply`` has seen the model, a preset stands for all of its names."""
+        targets = self.targets or [n for t in self.cfg.target_modules for n in PRESETS.get(t, (t,))]
         return LoraConfig(
             r=self.cfg.r,
             lora_alpha=self.cfg.alpha,
             lora_dropout=self.cfg.dropout,
-            target_modules="all-linear" if targets == ["all-linear"] else targets,
+            target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,
             bias=self.cfg.bias,
             use_rslora=self.cfg.use_rslora,
+            use_dora=self.cfg.use_dora,
             modules_to_save=list(self.cfg.modules_to_save) or None,
             task_type="CAUSAL_LM",
         )
 
+    def resolve_targets(self, model: nn.Module) -> list[str]:
+        """target_modules with each preset replaced by the names it has in this model; unknown names refused."""
+        names = module_names(model)
+        resolved: list[str] = []
+        for target in self.cfg.target_modules:
+            if target == ALL_LINEAR:
+                return [ALL_LINEAR]
+            if target in PRESETS:
+                found = [n for n in PRESETS[target] if matches(names, n)]
+                if not found:
+                    raise ConfigError(
+                        f"tuning.target_modules: the preset '{target}' looks for {', '.join(PRESETS[target])}, none "
+                        f"of which {type(model).__name__} has; name its modules instead (its linear layers: "
+                        f"{', '.join(linear_leaves(model))}), or use ['{ALL_LINEAR}']")
+                resolved += [n for n in found if n not in resolved]
+            elif not matches(names, target):
+                raise ConfigError(f"tuning.target_modules: '{target}' matches no module of {type(model).__name__}; "
+                                  f"its linear layers are: {', '.join(linear_leaves(model))} (presets: "
+                                  f"{', '.join(PRESETS)}, {ALL_LINEAR})")
+            elif target not in resolved:
+                resolved.append(target)
+        return resolved
+
     def apply(self, model: nn.Module) -> nn.Module:
-        """Check the targets exist (the trainer wraps the model with ``trainer_kwargs``' peft config)."""
-        targets = list(self.cfg.target_modules)
-        if targets != ["all-linear"]:
-            names = [name for name, _ in model.named_modules()]
-            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-            if missing:
-                leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if not list(m.children())})
-                raise ConfigError(
-                    f"tuning.target_modules: {missing} match no module of the model; its leaf modules are: "
-                    + ", ".join(leaves)
-                )
+        """Resolve and check the targets (the trainer wraps the model with ``trainer_kwargs``' peft config)."""
+        self.targets = self.resolve_targets(model)
+        console.log(f"LoRA adapters on {', '.join(self.targets)}", topic="lora")
+        names = module_names(model)
+        missing = [m for m in self.cfg.modules_to_save if not matches(names, m)]
+        if missing:
+            raise ConfigError(f"tuning.modules_to_save: {missing} match no module of {type(model).__name__} (e.g. "
+                              "lm_head, embed_tokens, norm)")
         return model
 
     def trainer_kwargs(self) -> dict:

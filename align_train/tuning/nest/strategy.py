@@ -60,6 +60,8 @@ def probe_and_select(model: nn.Module, tokenizer, cfg) -> list[LayerSelection]:
 class NestTuning(TuningStrategy):
     name = "nest"
     provides_reference = False
+    # One shared vector per cluster of neurons: a few thousand parameters, large steps.
+    train_defaults = {"learning_rate": 1e-2}
 
     def __init__(self, cfg):
         super().__init__(cfg)
