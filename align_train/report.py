@@ -157,6 +157,19 @@ def spread(items: list, most: int) -> list:
     return [items[i] for i in picks]
 
 
+def metric_keys(runs: dict[str, list[dict]]) -> list[str]:
+    """The headline metrics the records hold, in the registry's order, then any other metric a suite
+    reported (a suite's ``metrics`` are also written at the top of the step's record)."""
+    records = [r for rs in runs.values() for r in rs]
+    keys = [k for k in HEADLINE if any(_number(r.get(k)) is not None for r in records)]
+    for record in records:
+        for result in record["suites"].values():
+            for key in result.get("metrics") or {}:
+                if key not in keys and _number(record.get(key)) is not None:
+                    keys.append(key)
+    return keys
+
+
 def _short(run: str) -> str:
     return Path(run).name or run
 
@@ -177,7 +190,7 @@ def before_after(runs: dict[str, list[dict]]) -> str:
     scored = {run: records for run, records in scored.items() if records}
     if not scored:
         return "<p>No step was scored.</p>"
-    keys = [k for k in HEADLINE if any(k in r for records in scored.values() for r in records)]
+    keys = metric_keys(scored)
     header = ["metric"]
     for run, records in scored.items():
         name = esc(_short(run)) + " " if len(scored) > 1 else ""
@@ -196,7 +209,7 @@ def before_after(runs: dict[str, list[dict]]) -> str:
 
 def metric_plots(runs: dict[str, list[dict]]) -> str:
     charts = []
-    for key in HEADLINE:
+    for key in metric_keys(runs):
         series = {_short(run): [(r["step"], r[key]) for r in records if key in r] for run, records in runs.items()}
         charts.append(figure(line_chart(series, "step", key), key))
     charts = [c for c in charts if c]
@@ -253,7 +266,9 @@ def judge_tables(runs: dict[str, list[dict]]) -> str:
                                + _table(["true \\ judged"] + [esc(c) for c in cols], body))
     warnings = []
     for run, records in runs.items():
-        warnings += judge_disagreements({f"{_short(run)} step {r['step']}": brief(r) for r in records if "step" in r})
+        warnings += judge_disagreements({f"{_short(run)} step {r['step']}": brief(r) for r in records})
+    if len(runs) > 1:  # the runs' final scores, side by side, must come from one judge too
+        warnings += judge_disagreements({_short(run): brief(records[-1]) for run, records in runs.items() if records})
     out += [f'<p class="warn">{esc(line)}</p>' for line in warnings]
     return "".join(out) or "<p>No suite recorded judge labels.</p>"
 
@@ -290,8 +305,23 @@ def failures(runs: dict[str, list[dict]]) -> str:
     return "<h2>Failed suites and skipped steps</h2>" + _table(["run", "step", "suite", "error"], rows, 4)
 
 
+def _well_formed(record) -> dict | None:
+    """A step record with the shapes the sections read (a file from elsewhere may hold anything), or None."""
+    if not isinstance(record, dict) or _number(record.get("step")) is None:
+        return None
+    suites = record.get("suites") if isinstance(record.get("suites"), dict) else {}
+    suites = {str(name): {**result, "details": result.get("details") if isinstance(result.get("details"), dict)
+                          else {}, "samples": result.get("samples") if isinstance(result.get("samples"), list) else []}
+              for name, result in suites.items() if isinstance(result, dict)}
+    errors = record.get("errors") if isinstance(record.get("errors"), dict) else {}
+    judges = record.get("judges") if isinstance(record.get("judges"), dict) else {}
+    judges = {k: v for k, v in judges.items() if isinstance(v, dict) and {"name", "version"} <= set(v)}
+    return {**record, "suites": suites, "errors": errors, "judges": judges}
+
+
 def render_report(runs: dict[str, list[dict]], title: str) -> str:
     """The HTML page for ``runs`` ({run name: its eval/step-N.json records, in step order})."""
+    runs = {str(run): [r for r in map(_well_formed, records) if r is not None] for run, records in runs.items()}
     listing = "".join(f"<li>{esc(run)}: steps {esc(', '.join(str(r.get('step')) for r in records)) or 'none'}</li>"
                       for run, records in runs.items())
     return "\n".join([

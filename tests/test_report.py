@@ -103,8 +103,10 @@ def test_report_of_one_run(tmp_path):
     # before / after: the headline keys, both values and the change
     row = re.search(r"<tr><td[^>]*>refusal_rate</td>(.*?)</tr>", page).group(1)
     assert re.findall(r"<td[^>]*>([^<]*)</td>", row) == ["0.2", "0.8", "+0.6"]
-    row = re.search(r"<tr><td[^>]*>masr</td>(.*?)</tr>", page)
-    assert row is None or "0.75" in row.group(1)  # masr is a headline key once its suite is registered
+    # a suite's metric is shown even where no registered suite claims it as a headline key
+    row = re.search(r"<tr><td[^>]*>masr</td>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", row) == ["0.75", "0.25", "-0.5"]
+    assert "<figcaption>masr</figcaption>" in page
     # a chart per headline metric against the step, and per-layer curves of the robustness suite, one per step
     assert "<figcaption>refusal_rate</figcaption>" in page
     assert "<figcaption>latent_robustness / per_layer / attack_success_rate</figcaption>" in page
@@ -130,3 +132,16 @@ def test_report_compares_two_runs(tmp_path):
     refusal_chart = refusal_chart[: refusal_chart.index("</svg>")]
     assert refusal_chart.count("<polyline") == 2 and ">run-a</text>" in refusal_chart and ">run-b</text>" in refusal_chart
     assert "run-b step 6: layer 4, attack_success_rate 0.125" in page
+
+
+def test_report_survives_odd_records_and_warns_of_mixed_judges(tmp_path):
+    odd = step_record(3, 0.5, {1: 0.5, 2: 0.5})
+    odd["suites"]["refusal"]["details"] = "not a mapping"
+    odd["suites"]["refusal"]["samples"] = None
+    other = step_record(6, 0.7, {1: 0.25, 2: 0.5})
+    other["judges"] = {"refusal": {"name": "llm", "version": "xstest-1"}}
+    page = render_report({"run": [step_record(0, 0.2, {1: 0.5, 2: 0.75}), odd, {"no": "step"}, "junk", other]}, "t")
+    assert_self_contained(page)
+    assert "refusal: labelled by different judges, not comparable" in page
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", re.search(r"<tr><td[^>]*>refusal_rate</td>(.*?)</tr>", page).group(1)) \
+        == ["0.2", "0.7", "+0.5"]
