@@ -9,6 +9,7 @@
     checkpoint-N/        trainer checkpoints; resume takes the newest complete and intact one
     final/               the trained model (or adapter) and tokenizer
     summary.json         headline metrics before and after training
+    eval/                step-N.json per scored step; align-eval adds summary.json and report.html
     .align-train.lock    present while a process owns the directory (pid, host, start time)
 
 One run owns its directory for its lifetime. A start is planned first without touching the
@@ -48,6 +49,7 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE_MARKER = "checkpoint_complete.json"
 LOCK_FILE = ".align-train.lock"
 SEGMENTS = "segments"
+REPORT_FILE = "report.html"  # the HTML evaluation report, in a run's eval/ and in a comparison's folder
 # Keys that differ between segments by design (a resume sets resume=true).
 SEGMENT_KEYS_IGNORED = ("resume",)
 
@@ -82,6 +84,7 @@ class RunDir:
     final_merged = property(lambda self: self.root / "final-merged")
     eval_dir = property(lambda self: self.root / "eval")
     eval_summary = property(lambda self: self.root / "eval" / "summary.json")
+    eval_report = property(lambda self: self.root / "eval" / REPORT_FILE)
     pipeline = property(lambda self: self.root / "pipeline.json")
     lock = property(lambda self: self.root / LOCK_FILE)
     segments = property(lambda self: self.root / SEGMENTS)
@@ -152,12 +155,18 @@ def honour_umask(directory: Path) -> None:
                 pass
 
 
-def write_json(path: Path, content: dict) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write whole or not at all: a crash mid-write never leaves a truncated file behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write whole or not at all: a crash mid-write never leaves a truncated file behind."""
+    write_text(path, json.dumps(content, indent=2, default=str) + "\n")
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -3,6 +3,7 @@ suite does not stop training, and that SFT on refusals moves the refusal rate th
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from align_train.cli.evaluate import score_run
 from align_train.evaluation.evaluator import evaluation_records, headline
 from align_train.inference import generate
 from tests.conftest import compose_config, run_recipe
+from tests.test_report import assert_self_contained
 
 # The tiny eval suites, cut down so that one scoring takes about a second.
 QUICK_EVAL = [
@@ -66,6 +68,21 @@ def test_align_eval_gives_the_hooks_numbers(hooked_run, tmp_path):
     assert (run_dir / "eval" / "summary.json").is_file()
     assert (run_dir / "eval" / "refusal_rate.png").is_file()
 
+    # the report: the before / after of every headline metric, the per-layer index curves, the judge's
+    # label counts and the kept generations, escaped, in one file that refers to nothing outside itself
+    page = (run_dir / "eval" / "report.html").read_text()
+    assert_self_contained(page)
+    first, last = rescored[0], rescored[max(rescored)]
+    for key in ("refusal_rate", "over_refusal_rate", "perplexity", "latent_separation", "latent_separation_pooled"):
+        assert f"<td class=\"text\">{key}</td><td class=\"\">{first[key]:.4g}</td><td class=\"\">{last[key]:.4g}</td>" \
+            in page, key
+        assert f"<figcaption>{key}</figcaption>" in page
+    assert "<figcaption>latent_separation / per_layer / index</figcaption>" in page
+    labels = json.loads((run_dir / "eval" / f"step-{max(rescored)}.json").read_text())["suites"]["refusal"]
+    assert sum(labels["details"]["labels"].values()) == labels["details"]["prompts"]
+    sample = labels["samples"][0]
+    assert html.escape(sample["response"], quote=True) in page and html.escape(sample["prompt"], quote=True) in page
+
 
 def test_align_eval_command_on_a_run_and_on_a_model(hooked_run, tmp_path):
     run_dir, _ = hooked_run
@@ -100,6 +117,16 @@ def test_align_eval_compares_runs_side_by_side(hooked_run, tmp_path):
     assert set(comparison["runs"]) == {str(run_dir), str(other)}
     assert (tmp_path / "cmp" / "latent_separation.png").is_file()
     assert str(other)[-14:] in out.stdout
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert_self_contained(page)
+    header = page[page.index("<table><tr>"):]
+    header = header[: header.index("</tr>")]
+    for run in (run_dir, other):
+        assert f"{html.escape(run.name)} after (step 6)" in header
+        final = json.loads((run / "eval" / "step-6.json").read_text())
+        assert f"{final['refusal_rate']:.4g}" in page
+    chart = page[page.index('aria-label="refusal_rate against step"'):]
+    assert chart[: chart.index("</svg>")].count("<polyline") == 2
 
 
 def test_a_failing_suite_is_recorded_and_training_goes_on(tmp_path, monkeypatch):

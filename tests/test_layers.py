@@ -16,7 +16,7 @@ LAYERS = [
     ("data, models, run directory", ["data", "models", "run_dir"]),
     ("model reading", ["inference"]),
     ("plug-ins", ["objectives", "tuning", "evaluation", "specdocs"]),
-    ("orchestration", ["train", "pipeline", "summary", "training_args", "tracking", "preemption", "nonfinite",
+    ("orchestration", ["train", "pipeline", "summary", "report", "training_args", "tracking", "preemption", "nonfinite",
                        "launch", "model_card", "hub"]),
     ("entry points", ["cli", "__main__"]),
 ]

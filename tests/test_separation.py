@@ -9,8 +9,13 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from align_train.evaluation.separation import (
     cluster_validity,
+    fit_layer_weights,
+    halves,
     latent_separation,
     pooled_hidden_states,
+    pooled_index,
+    pooled_separation,
+    scatter_forms,
     separation_index,
     standardise,
 )
@@ -302,6 +307,87 @@ def test_latent_separation_on_the_tiny_model(tiny):
         assert 0.0 <= scores["index"] <= 1.0
     indices = {layer: s["index"] for layer, s in result["per_layer"].items()}
     assert result["latent_separation"] == max(indices.values()) == indices[result["best_layer"]]
+    assert result["latent_separation_pooled"] == result["pooled"]["index"]
+    assert 0.0 <= result["latent_separation_pooled"] <= 1.0
+    assert sorted(result["pooled"]["weights"]) == [1, 2, 3, 4]
     # the labels matter: scoring safe against safe-shuffled groups of the same prompts is not the same
     mixed = latent_separation(model, tokenizer, SAFE[::2] + UNSAFE[::2], SAFE[1::2] + UNSAFE[1::2], batch_size=8)
     assert mixed["latent_separation"] < result["latent_separation"]
+
+
+# ---------------------------------------------------------------- layer pooling (the AQI paper's formulation)
+# Two 1-D layers over four points, groups [0, 0, 1, 1]. Layer 1: 0, 2, 4, 6 (centroids 1 and 5, mean 3);
+# layer 2: 0, 2, 1, 1 (both centroids 1: it carries no group information, only scatter).
+POOL_LAYERS = [np.array([[0.0], [2.0], [4.0], [6.0]]), np.array([[0.0], [2.0], [1.0], [1.0]])]
+POOL_GROUPS = np.array([0, 0, 1, 1])
+
+
+def test_scatter_forms_by_hand():
+    within, between, gap = scatter_forms(POOL_LAYERS, POOL_GROUPS)
+    # residuals r1 = (-1, 1, -1, 1), r2 = (-1, 1, 0, 0): W = [[r1.r1, r1.r2], [r2.r1, r2.r2]]
+    assert np.allclose(within, [[4, 2], [2, 2]])
+    # group offsets from the mean: layer 1 -2 / +2, layer 2 0 / 0; B = 2 * 4 + 2 * 4 in (1, 1)
+    assert np.allclose(between, [[16, 0], [0, 0]])
+    assert np.allclose(gap, [[16, 0], [0, 0]])  # centroid gap: layer 1 -4, layer 2 0
+
+
+def test_pooled_index_by_hand_and_its_gradient():
+    forms = scatter_forms(POOL_LAYERS, POOL_GROUPS)
+    # equal weights: pooled points 0, 2, 2.5, 3.5; centroids 1 and 3; W = 1 + 1 + .25 + .25, B = 4, gap^2 = 4
+    value, grad = pooled_index(np.zeros(2), forms, 4, 0.5)
+    assert value == pytest.approx(0.5 * 16 / (16 + 2.5) + 0.5 * 4 / (4 + 2.5))
+    assert value == pytest.approx(separation_index((POOL_LAYERS[0] + POOL_LAYERS[1]) / 2, POOL_GROUPS))
+    # the analytic gradient (through the softmax) against central differences, at an arbitrary point
+    w = np.array([0.3, -0.7])
+    _, grad = pooled_index(w, forms, 4, 0.3)
+    for i in range(2):
+        step = np.eye(2)[i] * 1e-6
+        numeric = (pooled_index(w + step, forms, 4, 0.3)[0] - pooled_index(w - step, forms, 4, 0.3)[0]) / 2e-6
+        assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+def test_fitted_weights_move_onto_the_informative_layer():
+    # W(a) = 4a^2 + 4a(1-a) + 2(1-a)^2 and gap^2 = B = 16 a^2 (a = weight of layer 1): both terms peak at a = 1,
+    # where the index is that of layer 1 alone: 0.5 * 64 / 68 + 0.5 * 16 / 20
+    alpha = fit_layer_weights(POOL_LAYERS, POOL_GROUPS)
+    assert alpha.sum() == pytest.approx(1.0)
+    assert alpha[0] > 0.999
+    best, _ = pooled_index(np.log(alpha), scatter_forms(POOL_LAYERS, POOL_GROUPS), 4, 0.5)
+    assert best == pytest.approx(0.5 * 64 / 68 + 0.5 * 16 / 20, abs=1e-4)
+
+
+def test_halves_split_each_group_evenly_and_by_seed():
+    groups = np.array([0] * 7 + [1] * 6)
+    half = halves(groups, seed=3)
+    assert [int(((groups == g) & (half == h)).sum()) for g in (0, 1) for h in (0, 1)] == [4, 3, 3, 3]
+    assert np.array_equal(half, halves(groups, seed=3))
+    assert not np.array_equal(half, halves(groups, seed=4))
+
+
+def test_pooled_separation_of_copies_is_that_layers_index():
+    # identical layers: every weighting gives the same representation, so pooled = best layer = uniform
+    X, labels = two_gaussians(2.0)
+    result = pooled_separation({3: X, 7: X.copy()}, labels)
+    expected = separation_index(standardise(X), labels)
+    assert result["index"] == pytest.approx(expected) == result["uniform_index"]
+    assert set(result["weights"]) == {3, 7} and sum(result["weights"].values()) == pytest.approx(1.0)
+    assert pooled_separation({3: X}, labels)["index"] == pytest.approx(expected)  # one layer: that layer
+
+
+def test_pooled_separation_weights_out_a_noise_layer():
+    informative, labels = two_gaussians(4.0)
+    noise = np.random.default_rng(9).standard_normal(informative.shape)
+    result = pooled_separation({1: informative, 2: noise}, labels, seed=0)
+    assert result["weights"][1] > 0.9
+    for fold in result["fold_weights"]:
+        assert fold[1] > 0.9
+    # cross-fitted weights beat equal weights and come close to the informative layer alone
+    assert result["index"] > result["uniform_index"] + 0.05
+    assert result["index"] == pytest.approx(separation_index(standardise(informative), labels), abs=0.02)
+    assert set(result) >= {"davies_bouldin", "calinski_harabasz", "dunn", "xie_beni", "index"}
+
+
+def test_pooled_separation_refuses_too_few_points_per_group():
+    X, labels = HAND_X, HAND_Y
+    with pytest.raises(ValueError, match="at least 4"):
+        pooled_separation({1: X, 2: X}, labels)

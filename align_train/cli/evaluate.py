@@ -1,8 +1,10 @@
 """``align-eval``: the evaluation suites outside training.
 
     align-eval RUN_DIR                 score every checkpoint not yet scored (and the start, as step 0),
-                                       print a table, write eval/summary.json and eval/<metric>.png
-    align-eval RUN_A RUN_B ...         the same for each, then compare them side by side (--out DIR)
+                                       print a table, write eval/summary.json, eval/<metric>.png and
+                                       eval/report.html (one self-contained page)
+    align-eval RUN_A RUN_B ...         the same for each, then compare them side by side (--out DIR,
+                                       with report.html)
     align-eval MODEL_OR_CHECKPOINT     score one model (a local directory or hub id) with --eval's suites
     align-eval RUN_DIR --push [REPO_ID]  then push its final/ with the updated model card to the hub
     align-eval judge FILE --column completion   label every response: compliance, refusal or partial
@@ -31,7 +33,8 @@ from align_train.config import AlignConfig
 from align_train.errors import ConfigError
 from align_train.evaluation.evaluator import Evaluator, brief, enabled_suites, evaluation_records, judge_disagreements
 from align_train.evaluation.suites import HEADLINE
-from align_train.run_dir import RunDir, checkpoint_dirs, write_json
+from align_train.report import render_report
+from align_train.run_dir import REPORT_FILE, RunDir, checkpoint_dirs, write_json, write_text
 
 
 # --------------------------------------------------------------------------- configuration
@@ -164,9 +167,12 @@ def score_run(run_dir: Path, eval_name: str | None, overrides: list[str], force:
         model, tokenizer = load_for_eval(path, cfg.model, cfg.tuning.name)
         evaluator.evaluate(model, tokenizer, step, is_reference=is_start, label=path)
         del model
-    records = [brief(r) for r in evaluation_records(run.eval_dir)]
+    full = evaluation_records(run.eval_dir)
+    records = [brief(r) for r in full]
     write_json(run.eval_summary, {"run": str(run_dir), "steps": records})
     plot_steps({str(run_dir): records}, run.eval_dir)
+    write_text(run.eval_report, render_report({str(run_dir): full}, f"align-eval: {run_dir}"))
+    console.log(f"{run_dir}: report {run.eval_report}")
     return records
 
 
@@ -328,7 +334,9 @@ def score_main(argv: list[str]) -> None:
         out_dir = Path(args.out or "eval-compare")
         write_json(out_dir / "comparison.json", {"runs": all_steps})
         plot_steps(all_steps, out_dir)
-        console.log(f"comparison: {out_dir}/comparison.json and {out_dir}/*.png")
+        full = {str(run): evaluation_records(RunDir(run).eval_dir) for run in runs}
+        write_text(out_dir / REPORT_FILE, render_report(full, "align-eval: " + " vs ".join(map(str, runs))))
+        console.log(f"comparison: {out_dir}/comparison.json, {out_dir}/{REPORT_FILE} and {out_dir}/*.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,8 @@
 | `over_refusal`      | over_refusal_rate (refusals of safe prompts)               |
 | `preference`        | preference_accuracy (log-prob), reward_accuracy (vs start) |
 | `perplexity`        | perplexity (held-out completions)                          |
-| `latent_separation` | latent_separation (0-1 index at the best layer)            |
+| `latent_separation` | latent_separation (0-1 index of the best single layer),     |
+|                     | latent_separation_pooled (AQI paper's layer-pooled index)  |
 
 Suites read what they need from an ``EvalContext`` (prompts, held-out rows, the judge, the
 starting model's preference scores) so that each input is loaded once per run, not per checkpoint.
@@ -152,10 +153,12 @@ class PerplexitySuite(Suite):
 
 
 class LatentSeparationSuite(Suite):
-    """How well safe and unsafe prompts separate in the hidden states, per layer and at the best layer."""
+    """How well safe and unsafe prompts separate in the hidden states: per layer, at the best single layer
+    (``latent_separation``, an in-sample maximum over layers) and layer-pooled as in the AQI paper
+    (``latent_separation_pooled``, layer weights cross-fitted)."""
 
     name = "latent_separation"
-    headline = ("latent_separation",)
+    headline = ("latent_separation", "latent_separation_pooled")
 
     @classmethod
     def check(cls, cfg, key: str) -> None:
@@ -175,14 +178,18 @@ class LatentSeparationSuite(Suite):
 
         layers = list(self.cfg.layers) if self.cfg.layers else None
         result = latent_separation(model, tokenizer, self.safe, self.unsafe, layers=layers, pooling=self.cfg.pooling,
-                                   batch_size=self.cfg.batch_size, lam=self.cfg.lam)
+                                   batch_size=self.cfg.batch_size, lam=self.cfg.lam, seed=ctx.cfg.seed)
+        pooled = result["pooled"]
         details = {
             "best_layer": result["best_layer"],
             "per_layer": {str(k): v for k, v in result["per_layer"].items()},
+            "pooled": {**{k: v for k, v in pooled.items() if k not in ("weights", "fold_weights")},
+                       "weights": {str(k): v for k, v in pooled["weights"].items()}},
             "safe_prompts": len(self.safe),
             "unsafe_prompts": len(self.unsafe),
         }
-        return SuiteResult({"latent_separation": result["latent_separation"]}, details)
+        return SuiteResult({"latent_separation": result["latent_separation"],
+                            "latent_separation_pooled": result["latent_separation_pooled"]}, details)
 
 
 # The one registry: a suite is its class here and its settings (``eval.<name>``) in the schema.
