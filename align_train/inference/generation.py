@@ -33,14 +33,17 @@ def generate(model, tokenizer, prompts: list, cfg, chat: bool = True) -> list[st
     sampling = ({"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample
                 else {"do_sample": False})
 
+    lockstep = parameters_sharded(model)
+
     def complete(seqs: list[list[int]]) -> list[str]:
         ids, mask = pad(seqs, pad_id(tokenizer), side="left")
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+        # synced_gpus: a process whose rows have all ended keeps taking part in the collective forwards
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), synced_gpus=lockstep,
                                    max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id(tokenizer), **sampling)
         return [text.strip() for text in tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)]
 
     try:
         seqs = [prompt_ids(tokenizer, p, cfg.system_prompt, chat=chat) for p in prompts]
-        return map_batches(complete, seqs, cfg.batch_size, length=len, lockstep=parameters_sharded(model))
+        return map_batches(complete, seqs, cfg.batch_size, length=len, lockstep=lockstep)
     finally:
         model.train(was_training)
