@@ -123,6 +123,10 @@ def test_the_key_changes_with_everything_the_log_probs_depend_on_and_only_with_t
     assert base.digest() not in digests.values() and len(set(digests.values())) == len(digests)
     # Chunking and slicing of the Arrow data do not change the data's hash; its values do.
     assert data_digest(tokenised(8).select(range(6)).flatten_indices()) == data_digest(tokenised())
+    # Unpaired feedback (KTO, BCO) carries a boolean label and text columns: hashed too.
+    feedback = tokenised().add_column("label", [True, False] * 3).add_column("prompt", ["a", "b"] * 3)
+    flipped = tokenised().add_column("label", [False, True] * 3).add_column("prompt", ["a", "b"] * 3)
+    assert len({data_digest(feedback), data_digest(flipped), data_digest(tokenised())}) == 3
 
 
 @pytest.mark.parametrize("field", ["reference", "data", "max_length", "chat_template", "settings"])

@@ -63,9 +63,13 @@ def _update(digest, array, pa) -> None:
     elif pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         for value in array.to_pylist():
             digest.update(b"\x00" if value is None else (value.encode() + b"\x01"))
-    else:
+    elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
         digest.update(array.is_null().to_numpy(zero_copy_only=False).tobytes())
-        digest.update(array.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
+        filled = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
+        digest.update(filled.to_numpy(zero_copy_only=False).astype("float64" if pa.types.is_floating(array.type)
+                                                                   else "int64").tobytes())
+    else:  # anything else (dates, binary...): its values as text
+        digest.update(json.dumps(array.to_pylist(), default=str).encode())
 
 
 @dataclass
