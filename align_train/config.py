@@ -199,6 +199,9 @@ class DPOObjectiveConfig(ObjectiveConfig):
     use_weighting: bool = trl(False)
     # Reference log-probs computed once before training: no reference model in memory while training.
     precompute_ref_log_probs: bool = trl(False)
+    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
+    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
+    ref_cache: bool = True
     padding_free: bool = trl(False)
     sync_ref_model: bool = trl(False)
     ref_model_mixup_alpha: float = trl(0.6, bound=UNIT)
@@ -215,6 +218,9 @@ class KTOObjectiveConfig(ObjectiveConfig):
     desirable_weight: float = trl(1.0, bound=POSITIVE)
     undesirable_weight: float = trl(1.0, bound=POSITIVE)
     precompute_ref_log_probs: bool = trl(False)
+    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
+    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
+    ref_cache: bool = True
 
 
 @dataclass
@@ -243,6 +249,9 @@ class BCOObjectiveConfig(ObjectiveConfig):
     name: str = "bco"
     beta: float = trl(0.1, bound=POSITIVE)
     precompute_ref_log_probs: bool = trl(False)
+    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
+    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
+    ref_cache: bool = True
     udm: UDMConfig = field(default_factory=UDMConfig)
 
 

@@ -12,6 +12,11 @@
     eval/                step-N.json per scored step; align-eval adds summary.json and report.html
     .align-train.lock    present while a process owns the directory (pid, host, start time)
 
+Beside the run directories (in their parent, shared by every run of a sweep):
+
+    ref_cache/<key>/     reference log-probs of a tokenised dataset (objectives/ref_cache.py), one entry
+                         per reference model, data, max length and chat template
+
 One run owns its directory for its lifetime. A start is planned first without touching the
 directory (``plan_start``), so a refused start leaves it byte for byte as it was; only then is
 the lock taken, and the run's record is written once everything it needs has loaded.
@@ -50,6 +55,7 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 LOCK_FILE = ".align-train.lock"
 SEGMENTS = "segments"
 REPORT_FILE = "report.html"  # the HTML evaluation report, in a run's eval/ and in a comparison's folder
+REF_CACHE = "ref_cache"
 # Keys that differ between segments by design (a resume sets resume=true).
 SEGMENT_KEYS_IGNORED = ("resume",)
 
@@ -89,6 +95,8 @@ class RunDir:
     lock = property(lambda self: self.root / LOCK_FILE)
     segments = property(lambda self: self.root / SEGMENTS)
     hydra = property(lambda self: self.root / ".hydra")
+    # Shared by the runs beside this one (a sweep over beta reuses the reference's log-probs).
+    ref_cache = property(lambda self: self.root.parent / REF_CACHE)
 
     def checkpoint(self, step: int) -> Path:
         return self.root / f"checkpoint-{step}"

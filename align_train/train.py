@@ -34,6 +34,7 @@ from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config
 from align_train.evaluation.hook import EvaluationCallback
 from align_train.hub import check_hub, publish
 from align_train.launch.checks import Launch, check_launch, check_machine
+from align_train.launch.fsdp import enable_cpu_fsdp, save_whole, trainer_args
 from align_train.model_card import write_card
 from align_train.models import check_model_config, count_parameters, frozen_copy, load_model, load_tokenizer
 from align_train.nonfinite import NonFiniteGuard
@@ -80,6 +81,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         announce_data(data, objective.check_data(data, tokenizer))
         configure_logger(cfg.logger, run_dir.root)
         set_seed(cfg.train.seed)
+        enable_cpu_fsdp(launch, cfg.train.precision)
         model = load_model(cfg.model)
         reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
         record_start(owner, cfg, data, overrides)  # everything has loaded: from here on the run writes its record
@@ -234,7 +236,8 @@ def make_guard(cfg, run_dir) -> NonFiniteGuard:
 
 def build_trainer(cfg, objective, tuning, model, reference, tokenizer, data, run_dir: RunDir, callbacks):
     """The objective's TRL trainer with the strategy's extras, the run's callbacks and the non-finite guard."""
-    args = objective.make_args(common_trainer_args(cfg, str(run_dir), process_state().num_processes), data)
+    common = {**common_trainer_args(cfg, str(run_dir), process_state().num_processes), **trainer_args()}
+    args = objective.make_args(common, data)
     run_callbacks, preemption = training_callbacks(cfg, run_dir)
     trainer = objective.build_trainer(model, reference, tokenizer, data, args, [*run_callbacks, *callbacks],
                                       **tuning.trainer_kwargs())
@@ -294,6 +297,7 @@ def train(trainer, preemption: PreemptionCallback, resume_from: str | None, run_
 
 
 def save_final(trainer, tuning: TuningStrategy, run_dir: RunDir) -> str:
+    save_whole(trainer)  # FSDP: final/ is the whole model, not the shards
     saved = tuning.save_final(trainer, run_dir)
     if process_state().is_main_process:
         honour_umask(run_dir.final)

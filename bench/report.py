@@ -92,18 +92,37 @@ def write_report(results: Path) -> Path:
         lines += ["## NeST against LoRA and full fine-tuning", "", _environment_line(nest["environment"]), ""]
         lines += nest.get("table_md", [])
         lines.append("")
+    sweep = _load(results, "sweep")
+    if sweep:
+        lines += ["## A beta sweep sharing the reference cache", "", _environment_line(sweep["environment"]), "",
+                  "| beta | cached sweep: wall (s) | step (s) | independent: wall (s) | step (s) | final loss |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for beta, row in sweep["runs"]["cached"].items():
+            other = sweep["runs"]["independent"][beta]
+            lines.append(f"| {beta} | {row['wall_s']:.1f} | {row['step_s']:.4f} | {other['wall_s']:.1f} | "
+                         f"{other['step_s']:.4f} | {row['final_loss']:.4f} |")
+        lines += ["", f"`wall_ratio_vs_independent` = {sweep['wall_ratio_vs_independent']:.3f} "
+                  f"({sweep['cached_sweep_wall_s']:.1f} s vs {sweep['independent_sweep_wall_s']:.1f} s); losses match: "
+                  f"{sweep['losses_match']} (max |difference| {sweep['loss_max_abs_difference']:.2e}). "
+                  f"Setup: {sweep['setup']}.", ""]
+        _plot(results / "sweep_wall.png",
+              {kind: [(float(beta), row["wall_s"]) for beta, row in sweep["runs"][kind].items()]
+               for kind in ("cached", "independent")}, "beta (runs in this order)", "wall clock per run (s)")
     gpu = _load(results, "gpu")
     if gpu and gpu.get("skipped"):
         lines += ["## GPU", "", gpu["skipped"], ""]
     elif gpu:
-        lines += ["## GPU", "", f"{gpu['device']}; {gpu['model_parameters']:,} parameters, bf16, "
-                  f"length {gpu['sequence_length']}, batch {gpu['global_batch']}", "",
-                  "| objective | Liger | step (s) | tokens/s | MFU | peak GPU memory (MB) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["## GPU", "", f"{gpu['device']}; bf16, length {gpu['sequence_length']}, batch {gpu['global_batch']}", "",
+                  "| vocabulary | objective | variant | Liger | step (s) | tokens/s | MFU | peak GPU memory (MB) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in gpu["rows"]:
             mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
-            lines.append(f"| {row['objective']} | {row['liger']} | {row['step_s']:.3f} | {row['tokens_per_s']:.0f} | "
-                         f"{mfu} | {row['gpu_peak_mb']:.0f} |")
+            lines.append(f"| {row.get('vocab', 'small')} | {row['objective']} | {row.get('variant', 'default')} | "
+                         f"{row['liger']} | {row['step_s']:.3f} | {row['tokens_per_s']:.0f} | {mfu} | "
+                         f"{row['gpu_peak_mb']:.0f} |")
+        if gpu.get("sweep"):
+            lines += ["", f"Beta sweep ({len(gpu['sweep']['betas'])} runs) sharing the reference cache: wall "
+                      f"{gpu['sweep']['wall_ratio_vs_independent']:.3f}x four independent runs."]
         lines.append("")
     path = results / "results.md"
     path.write_text("\n".join(lines) + "\n")

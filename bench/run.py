@@ -1,4 +1,5 @@
-"""Benchmarks: speed and memory against plain TRL, what our defaults buy, cost growth, NeST vs LoRA vs full.
+"""Benchmarks: speed and memory against plain TRL, what our defaults buy, cost growth, NeST vs LoRA vs full,
+a beta sweep sharing the reference cache.
 
     python -m bench.run                      # everything (a few minutes on a CPU)
     python -m bench.run --parts overhead     # one or several parts, comma-separated
@@ -357,27 +358,44 @@ GPU_MODEL = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers"
              "num_key_value_heads": 16, "head_dim": 64, "max_position_embeddings": 2048}
 
 
+# Vocabularies of the GPU cases: the tiny tokenizer's, and Llama 3's (the logits dominate memory there).
+GPU_VOCABS = {"small": None, "128k": 128256}
+# DPO variants measured on the GPU, each against the default (a reference copy scored in every step).
+# Reference FLOPs per token: the reference forward (2N) is paid in every step by the default, once per
+# sweep by the precomputed, cached log-probs (its up-front pass is in the wall clock, not in the steps).
+GPU_DPO_VARIANTS = {
+    "default": ([], 8),
+    "precomputed_reference": (["objective.precompute_ref_log_probs=true"], 6),
+}
+SWEEP_BETAS = (0.05, 0.1, 0.2, 0.4)
+
+
 def part_gpu(work: Path, quick: bool) -> dict:
-    """Tokens per second and model FLOPs utilisation of a ~0.5B random model in bf16, DPO and SFT, +- Liger."""
+    """Tokens per second and MFU of a ~0.5B random model in bf16 (DPO and SFT, +- Liger, small and 128k
+    vocabularies, the DPO variants above), and a 4-point beta sweep sharing the reference cache."""
     import importlib.util
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not torch.cuda.is_available():
-        return {"skipped": "no GPU on this machine; run `make bench` where one is available"}
+        return {"skipped": "no GPU on this machine; run `python -m bench.run --parts gpu` where one is available"}
     device = torch.cuda.get_device_name(0)
     peak = next((flops for name, flops in PEAK_BF16_FLOPS.items() if name in device), None)
-    model_dir = work / "gpu-llama"
-    config = AutoConfig.from_pretrained(ROOT / "data" / "tiny-llama")
-    for key, value in GPU_MODEL.items():
-        setattr(config, key, value)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    n_params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(ROOT / "data" / "tiny-llama").save_pretrained(model_dir)
-    del model
+
+    def build(vocab) -> tuple[Path, int]:
+        model_dir = work / f"gpu-llama-{vocab or 'small'}"
+        config = AutoConfig.from_pretrained(ROOT / "data" / "tiny-llama")
+        for key, value in {**GPU_MODEL, **({"vocab_size": vocab, "tie_word_embeddings": False} if vocab else {})}.items():
+            setattr(config, key, value)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        n = sum(p.numel() for p in model.parameters())
+        model.save_pretrained(model_dir)
+        AutoTokenizer.from_pretrained(ROOT / "data" / "tiny-llama").save_pretrained(model_dir)
+        del model
+        return model_dir, n
+
     length, batch, steps = 1024, 8, 6 if quick else 20
     sentence = " The quick brown fox checks every step of the plan before moving on."
     pairs = write_rows([{"prompt": f"Question {i}: what next?", "chosen": "Answer:" + sentence * 200,
@@ -385,31 +403,63 @@ def part_gpu(work: Path, quick: bool) -> dict:
     documents = write_rows([{"text": f"Document {i}." + sentence * 200} for i in range(batch * steps)],
                            work / "gpu-docs.jsonl")
     liger_options = [False, True] if importlib.util.find_spec("liger_kernel") else [False]
+
+    def overrides_for(objective, model_dir, data_file, fmt, n_steps=steps):
+        source = "tiny_preference" if objective == "dpo" else "tiny_sft"
+        return [
+            f"recipe=tiny/{objective}", f"model.name_or_path={model_dir}", "model.dtype=bfloat16",
+            f"model.max_length={length}", "train.precision=bf16", "train.use_cpu=false",
+            f"data.train.{source}.path={data_file}", f"data.train.{source}.format={fmt}",
+            "data.eval_fraction=0", f"train.max_steps={n_steps}", f"train.global_batch_size={batch}",
+            f"train.per_device_batch_size={batch}", "train.logging_steps=1", "train.save_steps=0", "eval=none",
+        ]
+
     rows = []
-    for objective, data_file, fmt, sequences, flops_per_token in (
-        ("dpo", pairs, "preference", 2, 8),  # policy forward + backward (6N) and reference forward (2N)
-        ("sft", documents, "documents", 1, 6),
-    ):
-        for liger in liger_options:
-            overrides = [
-                f"recipe=tiny/{objective}", f"model.name_or_path={model_dir}", "model.dtype=bfloat16",
-                f"model.max_length={length}", "train.precision=bf16", "train.use_cpu=false",
-                f"data.train.{'tiny_preference' if objective == 'dpo' else 'tiny_sft'}.path={data_file}",
-                f"data.train.{'tiny_preference' if objective == 'dpo' else 'tiny_sft'}.format={fmt}",
-                "data.eval_fraction=0", f"train.max_steps={steps}", f"train.global_batch_size={batch}",
-                f"train.per_device_batch_size={batch}", "train.logging_steps=1", "train.save_steps=0",
-                "eval=none",
-            ]
-            if liger:
-                overrides.append("+train.trainer_kwargs.use_liger_kernel=true")
-            r = run_case({"kind": "align", "overrides": overrides, "out": str(work / f"gpu-{objective}-{liger}")})
-            tokens_per_s = batch * sequences * length / median_step(r)
-            rows.append({"objective": objective, "liger": liger, "step_s": median_step(r),
-                         "tokens_per_s": tokens_per_s, "gpu_peak_mb": r["gpu_peak_mb"],
-                         "mfu": flops_per_token * n_params * tokens_per_s / peak if peak else None})
-    return {"device": device, "peak_bf16_flops": peak, "model_parameters": n_params, "sequence_length": length,
-            "global_batch": batch, "rows": rows,
-            "note": "every sequence is truncated to the length, so tokens per step = batch x sequences x length"}
+    for vocab_name, vocab in GPU_VOCABS.items():
+        model_dir, n_params = build(vocab)
+        cases = [("dpo", variant, extra, flops, pairs, "preference", 2)
+                 for variant, (extra, flops) in GPU_DPO_VARIANTS.items()]
+        cases.append(("sft", "default", [], 6, documents, "documents", 1))
+        for objective, variant, extra, flops_per_token, data_file, fmt, sequences in cases:
+            for liger in liger_options:
+                overrides = [*overrides_for(objective, model_dir, data_file, fmt), *extra]
+                if liger:
+                    overrides.append("+train.trainer_kwargs.use_liger_kernel=true")
+                out = work / f"gpu-{vocab_name}-{objective}-{variant}-{liger}"
+                r = run_case({"kind": "align", "overrides": overrides, "out": str(out)})
+                tokens_per_s = batch * sequences * length / median_step(r)
+                rows.append({"vocab": vocab_name, "model_parameters": n_params, "objective": objective,
+                             "variant": variant, "liger": liger, "step_s": median_step(r),
+                             "tokens_per_s": tokens_per_s, "gpu_peak_mb": r["gpu_peak_mb"],
+                             "wall_s": r["wall_seconds"], "final_loss": r["losses"][-1],
+                             "mfu": flops_per_token * n_params * tokens_per_s / peak if peak else None})
+
+    # The beta sweep on the GPU (the small vocabulary): one epoch of the pairs per run, in separate processes.
+    model_dir, _ = build(None)
+    sweep = {"cached": {}, "independent": {}}
+    for beta in SWEEP_BETAS:
+        base = [*overrides_for("dpo", model_dir, pairs, "preference"), f"objective.beta={beta}"]
+        sweep["cached"][beta] = run_case({"kind": "align", "out": str(work / "gpu-sweep-cached" / f"beta-{beta}"),
+                                          "overrides": [*base, "objective.precompute_ref_log_probs=true"]})
+        sweep["independent"][beta] = run_case({"kind": "align", "overrides": base,
+                                               "out": str(work / "gpu-sweep-independent" / f"beta-{beta}")})
+    walls = {kind: sum(r["wall_seconds"] for r in runs.values()) for kind, runs in sweep.items()}
+    return {"device": device, "peak_bf16_flops": peak, "sequence_length": length, "global_batch": batch,
+            "rows": rows,
+            "sweep": {"betas": list(SWEEP_BETAS), "cached_wall_s": walls["cached"],
+                      "independent_wall_s": walls["independent"],
+                      "wall_ratio_vs_independent": walls["cached"] / walls["independent"],
+                      "loss_max_abs_difference": max(abs(a - b) for beta in SWEEP_BETAS for a, b in zip(
+                          sweep["cached"][beta]["losses"], sweep["independent"][beta]["losses"]))},
+            "note": "every sequence is truncated to the length, so tokens per step = batch x sequences x length; "
+                    "MFU counts 6N FLOPs per trained token, plus 2N for a reference scored in the step"}
+
+
+def part_sweep(work: Path, quick: bool) -> dict:
+    """A 4-point beta sweep sharing the reference cache against four independent runs (bench/sweep.py)."""
+    from bench.sweep import part_sweep as sweep
+
+    return sweep(work, quick)
 
 
 def part_data_loading(work: Path, quick: bool) -> dict:
@@ -421,7 +471,7 @@ def part_data_loading(work: Path, quick: bool) -> dict:
 
 
 PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "nest": part_nest,
-         "gpu": part_gpu, "data_loading": part_data_loading}
+         "gpu": part_gpu, "data_loading": part_data_loading, "sweep": part_sweep}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 ALIGN_TRAIN_PROBE_DIR: each process appends, per micro-batch, a hash of every example it trains on
   to ``rank<N>.jsonl`` (padding removed), so a test can see which shard each rank got; after
-  training it writes a hash of its own copy of the weights to ``rank<N>.weights``.
+  training it writes a hash of its own copy of the weights to ``rank<N>.weights`` (the gathered
+  weights where they are sharded) and, per parameter, what the process holds to ``rank<N>.params.json``
+  (DTensor or not, the local and the full shape).
 ALIGN_TRAIN_PROBE_KILL_AT=N: at the checkpoint of step N, the process writes half of
   trainer_state.json and then SIGKILLs itself, as a node failure in the middle of a save would.
 """
@@ -16,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from transformers import TrainerState
+from transformers import Trainer, TrainerState
 from trl import DPOTrainer
 
 PROBE_DIR = os.environ.get("ALIGN_TRAIN_PROBE_DIR")
@@ -44,18 +46,33 @@ if PROBE_DIR:
         return inner_step(self, model, inputs, *args, **kwargs)
 
     DPOTrainer.training_step = training_step
-    inner_train = DPOTrainer.train
+    inner_train = Trainer.train
+
+    def held(tensor):
+        """What this process holds of a parameter: a DTensor's local shard (FSDP2), else the tensor."""
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(tensor, DTensor):
+            return {"dtensor": True, "local": list(tensor.to_local().shape), "full": list(tensor.shape),
+                    "placements": [str(p) for p in tensor.placements]}
+        return {"dtensor": False, "local": list(tensor.shape), "full": list(tensor.shape)}
 
     def train(self, *args, **kwargs):
+        from torch.distributed.tensor import DTensor
+
         result = inner_train(self, *args, **kwargs)
+        rank = int(os.environ.get("RANK", "0"))
+        params = {name: held(p) for name, p in self.model.named_parameters()}
+        (Path(PROBE_DIR) / f"rank{rank}.params.json").write_text(json.dumps(params))
         digest = hashlib.sha1()
         for name, tensor in sorted(self.model.state_dict().items()):
+            if isinstance(tensor, DTensor):
+                tensor = tensor.full_tensor()  # every process gathers, in the same order
             digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
-        rank = int(os.environ.get("RANK", "0"))
         (Path(PROBE_DIR) / f"rank{rank}.weights").write_text(digest.hexdigest())
         return result
 
-    DPOTrainer.train = train
+    Trainer.train = train
 
 if KILL_AT:
     inner_save = TrainerState.save_to_json

@@ -92,6 +92,7 @@ LEAF_CONTEXT = {
     "tuning.harmful.split": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "tuning.harmful.subset": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "resume": ["output_dir=FINISHED"],
+    "objective.ref_cache": ["objective.precompute_ref_log_probs=true"],
     "stages": ["recipe=tiny/msm_pipeline"],
 }
 
@@ -692,6 +693,15 @@ def observe_saved(cfg, env):
     return sorted(p.name for p in run.root.iterdir())
 
 
+def observe_ref_cache(cfg, env):
+    """The trainer class the objective builds and where it keeps precomputed reference log-probs."""
+    from align_train.objectives import make_objective
+
+    trainer_class = make_objective(cfg.objective).trainer_class_for(SimpleNamespace(output_dir=str(env["tmp"] / "run")))
+    cache = getattr(trainer_class, "reference_cache", None)
+    return {"trainer": trainer_class.__name__, "cache": str(cache.root) if cache is not None else None}
+
+
 def observe_plan(cfg, env):
     from align_train.run_dir import plan_start
 
@@ -727,7 +737,7 @@ OBSERVERS = {
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "hub": observe_hub, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
-    "plan": observe_plan, "stages": observe_stages,
+    "plan": observe_plan, "stages": observe_stages, "ref_cache": observe_ref_cache,
 }
 # Which consumers may see a leaf (first match of the path's prefix), cheapest first.
 CONSUMERS = [
@@ -736,6 +746,7 @@ CONSUMERS = [
     ("model.", ["loading"]),
     ("data.", ["data"]),
     ("objective.udm.", ["udm"]),
+    ("objective.ref_cache", ["ref_cache"]),
     ("objective.", ["trl", "loss", "data"]),
     ("tuning.save_merged", ["saved"]),
     ("tuning.", ["peft", "tuning"]),

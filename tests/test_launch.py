@@ -215,6 +215,86 @@ def test_deepspeed_on_cpu_ends_close_to_data_parallel(tmp_path, deepspeed_ops, d
         assert_hook_equals_one_process(tmp_path, tmp_path.parent / "alone", [0, 3, STEPS])
 
 
+# --------------------------------------------------------------------------- FSDP2 on CPU (gloo)
+
+FSDP_CONFIG = str(PROJECT_ROOT / "launch" / "accelerate" / "fsdp.yaml")
+
+
+def fsdp_run(root: Path, *overrides: str, port: int, launcher: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """accelerate launch with the shipped FSDP config, 2 CPU processes, the probe recording what each rank holds."""
+    probe = root / "probe"
+    probe.mkdir(parents=True)
+    out = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG, "--num_processes",
+               "2", "--main_process_port", str(port), *launcher, PROBE, *overrides, f"output_dir={root / 'run'}"],
+              cwd=root,
+              ALIGN_TRAIN_PROBE_DIR=str(probe))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root / "run", probe
+
+
+def assert_sharded(probe: Path) -> int:
+    """Every parameter is a DTensor split along its first dimension, each rank holding its half; the count."""
+    held = [json.loads((probe / f"rank{rank}.params.json").read_text()) for rank in (0, 1)]
+    assert held[0].keys() == held[1].keys() and held[0]
+    for name in held[0]:
+        rank0, rank1 = held[0][name], held[1][name]
+        assert rank0["dtensor"] and rank1["dtensor"], f"{name} is not sharded"
+        assert rank0["placements"] == rank1["placements"] and rank0["placements"][0] in ("S(0)", "Shard(dim=0)"), name
+        assert rank0["local"][0] + rank1["local"][0] == rank0["full"][0] and rank0["local"][0] == -(
+            -rank0["full"][0] // 2), f"{name}: {rank0['local']} + {rank1['local']} of {rank0['full']}"
+        assert rank0["local"][1:] == rank0["full"][1:]
+    # After training each rank gathers the same whole weights.
+    assert (probe / "rank0.weights").read_text() == (probe / "rank1.weights").read_text()
+    return len(held[0])
+
+
+def test_fsdp_on_cpu_shards_every_parameter_and_ends_where_data_parallel_ends(tmp_path, ddp_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir, probe = fsdp_run(tmp_path, *RUN, port=29535)
+    assert assert_sharded(probe) == len(final_weights(ddp_run[0])), "every weight of the model"
+    difference = max_difference(final_weights(run_dir), final_weights(ddp_run[0]))
+    print(f"\n[FSDP2 vs DDP] max |weight difference| = {difference:.3g}")
+    assert difference < 1e-5  # training moves them by about 3e-3 (see the data-parallel test)
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")  # a plain checkpoint, not a sharded one
+    loaded = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert max_difference(loaded, final_weights(run_dir)) == 0
+
+
+# LoRA and NeST (the two strategies that wrap or parametrise the model) against one process with the same
+# global batch, which data parallel matches (test_data_parallel_matches_one_process_with_the_same_global_batch).
+STRATEGY_RUNS = {
+    "lora": ["recipe=tiny/dpo", "tuning=lora"],
+    "nest": ["recipe=tiny/nest"],
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGY_RUNS))
+def test_fsdp_on_cpu_runs_lora_and_nest_sharded_and_ends_where_one_process_ends(tmp_path, strategy):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    steps = [*STRATEGY_RUNS[strategy], "train.max_steps=4", "train.global_batch_size=16", "train.logging_steps=1",
+             "train.save_steps=0", "eval=none", "data.max_eval_rows=16"]
+    # NeST's neuron indices are buffers, which accelerate's load-once-and-broadcast does not carry (refused at start).
+    launcher = ("--fsdp_cpu_ram_efficient_loading", "false") if strategy == "nest" else ()
+    run_dir, probe = fsdp_run(tmp_path / "fsdp", *steps, "train.per_device_batch_size=4",
+                              port=29536 + (strategy == "nest"), launcher=launcher)
+    assert_sharded(probe)
+    single = tmp_path / "single"
+    run_recipe(single, *steps, "train.per_device_batch_size=8")
+    if strategy == "lora":
+        fsdp_final, single_final = (AutoPeftModelForCausalLM.from_pretrained(d / "final").state_dict()
+                                    for d in (run_dir, single))
+        assert any("lora_B" in k and v.abs().sum() > 0 for k, v in fsdp_final.items()), "the adapter trained"
+    else:
+        fsdp_final, single_final = (AutoModelForCausalLM.from_pretrained(d / "final").state_dict()
+                                    for d in (run_dir, single))
+    difference = max_difference(fsdp_final, single_final)
+    print(f"\n[FSDP2 {strategy} vs one process] max |weight difference| = {difference:.3g}")
+    assert difference < 1e-5
+
+
 # --------------------------------------------------------------------------- shipped configs
 
 
@@ -264,7 +344,7 @@ def test_accelerate_config_loads(path):
         assert plugin.fsdp_version == 2 and launch.sharded
     else:
         assert config.distributed_type in ("NO", "MULTI_GPU") and launch.kind in ("plain", "ddp")
-    # A shipped config accepts the default tiny recipe (on GPUs: FSDP does not run on a CPU).
+    # A shipped config accepts the default tiny recipe (on GPUs; on CPUs FSDP needs two or more processes).
     check_launch(compose_config("train.per_device_batch_size=8", "train.use_cpu=false"), 1, launch)
 
 
@@ -281,15 +361,23 @@ def deepspeed_launch(**config) -> Launch:
     (["tuning=lora", "tuning.save_merged=true"], Launch("fsdp"), "tuning.save_merged=true cannot work under fsdp"),
     (["train.skip_nonfinite_steps=true"], deepspeed_launch(), "train.skip_nonfinite_steps=true cannot work"),
     (["train.optim=sgd"], deepspeed_launch(optimizer={"type": "AdamW"}), "train.optim=sgd would be ignored"),
+    (["tuning=nest"], Launch("fsdp", fsdp={"cpu_ram_efficient_loading": True}),
+     "tuning=nest cannot start under FSDP with cpu_ram_efficient_loading"),
     ([], deepspeed_launch(train_micro_batch_size_per_gpu=2), "from train.per_device_batch_size"),
     ([], deepspeed_launch(gradient_accumulation_steps=4), "gradient_accumulation_steps=4.*train.global_batch_size"),
     ([], deepspeed_launch(bf16={"enabled": True}), "bf16.enabled=True.*train.precision"),
     ([], Launch("ddp", mixed_precision="bf16"), "mixed_precision=bf16 but train.precision=fp32"),
-    (["train.use_cpu=true"], Launch("fsdp"), "FSDP needs GPUs"),
 ])
 def test_combinations_that_cannot_work_fail_with_the_key_named(overrides, launch, message):
     with pytest.raises(ConfigError, match=message):
         check_launch(compose_config("recipe=tiny/dpo", *overrides), 2, launch)
+
+
+def test_fsdp_on_cpu_needs_a_process_group_and_fsdp2():
+    cfg = compose_config("recipe=tiny/dpo", "train.per_device_batch_size=8")
+    with pytest.raises(ConfigError, match="FSDP on CPU shards the model over two or more processes, and this run has 1"):
+        check_launch(cfg, 1, Launch("fsdp"))
+    assert check_launch(compose_config("recipe=tiny/dpo"), 2, Launch("fsdp")).sharded
 
 
 def test_launcher_environment_is_read_and_shipped_paths_work_from_anywhere(tmp_path, monkeypatch):
@@ -299,6 +387,8 @@ def test_launcher_environment_is_read_and_shipped_paths_work_from_anywhere(tmp_p
     assert launch.kind == "deepspeed" and launch.zero_stage == 3 and launch.sharded
     assert Path(environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).is_absolute(), "anchored for accelerate"
     assert launch_from_env({"ACCELERATE_USE_FSDP": "true"}).sharded
+    assert launch_from_env({"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}).fsdp == {
+        "cpu_ram_efficient_loading": True}
     assert launch_from_env({"WORLD_SIZE": "2"}).kind == "ddp" and launch_from_env({}).kind == "plain"
     with pytest.raises(ConfigError, match="ACCELERATE_DEEPSPEED_CONFIG_FILE: DeepSpeed config 'nope.json'"):
         launch_from_env({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": "nope.json"})

@@ -38,6 +38,7 @@ class Launch:
     deepspeed_config_file: str | None = None
     deepspeed: dict = field(default_factory=dict)  # the parsed DeepSpeed JSON
     mixed_precision: str | None = None  # accelerate's mixed_precision, when the launcher set one
+    fsdp: dict = field(default_factory=dict)  # FSDP settings the checks need (cpu_ram_efficient_loading)
     source: str = ENV_SOURCE
 
     @property
@@ -83,7 +84,8 @@ def launch_from_env(environ=None) -> Launch:
             "zero_optimization": {"stage": int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))}}
         return Launch("deepspeed", path, config, precision)
     if env.get("ACCELERATE_USE_FSDP", "").lower() in TRUE:
-        return Launch("fsdp", mixed_precision=precision)
+        loading = env.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "").lower() in TRUE
+        return Launch("fsdp", mixed_precision=precision, fsdp={"cpu_ram_efficient_loading": loading})
     if int(env.get("WORLD_SIZE", "1")) > 1:
         return Launch("ddp", mixed_precision=precision)
     return Launch("plain", mixed_precision=precision)
@@ -100,6 +102,9 @@ def launch_from_accelerate_config(path: str) -> Launch:
     kind = {"DEEPSPEED": "deepspeed", "FSDP": "fsdp", "MULTI_GPU": "ddp"}.get(str(config.get("distributed_type")), "plain")
     source = f"accelerate config '{path}'"
     launch = Launch(kind, mixed_precision=config.get("mixed_precision"), source=source)
+    if kind == "fsdp":
+        fsdp = config.get("fsdp_config") or {}
+        launch.fsdp = {"cpu_ram_efficient_loading": bool(fsdp.get("fsdp_cpu_ram_efficient_loading", True))}
     if kind == "deepspeed":
         ds = config.get("deepspeed_config") or {}
         if ds.get("deepspeed_config_file"):
@@ -154,11 +159,12 @@ def check_launch(cfg, world_size: int, launch: Launch | None = None) -> Launch:
     from align_train.tuning import make_tuning
 
     make_tuning(cfg.tuning).check_launch(launch)  # what the tuning strategy cannot run under (its own contract)
-    if launch.kind == "fsdp" and (train.use_cpu or (launch.source == ENV_SOURCE and not _has_gpu())):
+    on_cpu = train.use_cpu or (launch.source == ENV_SOURCE and not _has_gpu())
+    if launch.kind == "fsdp" and on_cpu and world_size < 2:
         raise ConfigError(
-            "FSDP needs GPUs: accelerate does not shard on a CPU, and the processes would train unsharded and "
-            f"unsynchronised without a word (train.use_cpu={train.use_cpu}). For CPU runs use "
-            "launch/accelerate/cpu_multiprocess.yaml (data parallel) or a DeepSpeed config"
+            f"FSDP on CPU shards the model over two or more processes, and this run has {world_size}: launch it with "
+            "accelerate launch --config_file launch/accelerate/fsdp.yaml --num_processes 2 (torch's FSDP2 over gloo), "
+            "or run without the FSDP config"
         )
     if train.precision == "fp16" and train.use_cpu:
         raise ConfigError("train.precision=fp16 needs a GPU (fp16 mixed precision does not run on CPUs): with "

@@ -106,7 +106,11 @@ class Objective(ABC):
         )
         if ref_model is not None:
             kwargs["ref_model"] = ref_model
-        return self.trainer_class(**kwargs)
+        return self.trainer_class_for(args)(**kwargs)
+
+    def trainer_class_for(self, args) -> type:
+        """The trainer class for these arguments (``args.output_dir`` is the run directory)."""
+        return self.trainer_class
 
 
 class ReferenceObjective(Objective):
@@ -119,6 +123,21 @@ class ReferenceObjective(Objective):
     def needs_reference_model(self) -> bool:
         # Precomputed reference log-probs are taken from the policy before its first step: no copy needed.
         return not self.cfg.precompute_ref_log_probs
+
+    def reference_cache(self, run_dir):
+        """Where precomputed reference log-probs are shared between runs (None: computed in each run)."""
+        from align_train.objectives.ref_cache import ReferenceCache
+        from align_train.run_dir import RunDir
+
+        if not (self.cfg.precompute_ref_log_probs and self.cfg.ref_cache):
+            return None
+        return ReferenceCache(RunDir(run_dir).ref_cache)
+
+    def trainer_class_for(self, args) -> type:
+        from align_train.objectives.ref_cache import with_reference_cache
+
+        cache = self.reference_cache(args.output_dir)
+        return self.trainer_class if cache is None else with_reference_cache(self.trainer_class, cache)
 
 
 def label_counts(data: DataBundle, objective: str, why: str = "") -> tuple[int, int]:

@@ -34,6 +34,7 @@ from align_train.tuning.nest.parametrize import (
     fold,
     fold_state_dict,
     is_parametrised_state,
+    projection,
 )
 from align_train.tuning.nest.probe import mlp_blocks, pooled_activations
 from align_train.tuning.nest.select import LayerSelection, select_layers
@@ -66,6 +67,15 @@ class NestTuning(TuningStrategy):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.selection: list[LayerSelection] | None = None
+
+    def check_launch(self, launch) -> None:
+        if launch.kind == "fsdp" and launch.fsdp.get("cpu_ram_efficient_loading"):
+            raise ConfigError(
+                f"tuning=nest cannot start under FSDP with cpu_ram_efficient_loading ({launch.source}): the selected "
+                "neurons are buffers of the parametrised layers, and accelerate's load-on-one-process-then-broadcast "
+                "carries only sharded parameters. Add --fsdp_cpu_ram_efficient_loading false to accelerate launch "
+                "(each process then loads the model itself)"
+            )
 
     def validate(self) -> None:
         cfg = self.cfg
@@ -154,6 +164,8 @@ class NestTuning(TuningStrategy):
         """Fold the cluster vectors into the weights, save a standard checkpoint, and the small adapter."""
         model = trainer.accelerator.unwrap_model(trainer.model)
         kinds = list(self.cfg.weights)
+        if getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None:
+            return self._save_sharded(trainer, model, run_dir, kinds)
         deltas = {key: d.detach().clone() for key, d in deltas_of(model, self.selection, kinds).items()}
         trainable = sum(d.numel() for d in deltas.values())
         fold(model)
@@ -163,6 +175,22 @@ class NestTuning(TuningStrategy):
             info = save_adapter(run_dir.final, self.selection, deltas, kinds, info)
             log(f"adapter {run_dir.final / ADAPTER_FILE}: {info['artifact_bytes']:,} bytes, "
                 f"{trainable:,} parameters")
+        return f"folded model (safetensors), tokenizer and NeST adapter ({ADAPTER_FILE}, {trainable:,} parameters)"
+
+    def _save_sharded(self, trainer, model, run_dir, kinds) -> str:
+        """Under FSDP: the whole state gathered onto the main process and folded there (no process holds it all)."""
+        state = trainer.accelerator.get_state_dict(trainer.model)  # every process takes part; the main one gets it
+        names = {id(module): name for name, module in model.named_modules()}
+        keys = {(layer.module, kind): names[id(projection(model, layer.module, kind))] + ".parametrizations.weight.0.delta"
+                for layer in self.selection for kind in kinds}
+        trainable = sum(d.numel() for d in deltas_of(model, self.selection, kinds).values())
+        if trainer.accelerator.is_main_process:
+            trainer._save(str(run_dir.final), state_dict=fold_state_dict(state))
+            deltas = {key: state[name] for key, name in keys.items()}
+            info = {"trainable_parameters": trainable, "base_model": getattr(model.config, "_name_or_path", None)}
+            info = save_adapter(run_dir.final, self.selection, deltas, kinds, info)
+            log(f"adapter {run_dir.final / ADAPTER_FILE}: {info['artifact_bytes']:,} bytes, {trainable:,} parameters")
+        trainer.accelerator.wait_for_everyone()
         return f"folded model (safetensors), tokenizer and NeST adapter ({ADAPTER_FILE}, {trainable:,} parameters)"
 
     @classmethod
