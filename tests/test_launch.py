@@ -248,10 +248,10 @@ def assert_sharded(probe: Path) -> int:
     return len(held[0])
 
 
-def test_fsdp_on_cpu_shards_every_parameter_and_ends_where_data_parallel_ends(tmp_path, ddp_run):
+def test_fsdp_on_cpu_shards_every_parameter_scores_like_one_process_and_ends_where_data_parallel_ends(tmp_path, ddp_run):
     from transformers import AutoModelForCausalLM
 
-    run_dir, probe = fsdp_run(tmp_path, *RUN, port=29535)
+    run_dir, probe = fsdp_run(tmp_path, *RUN, *HOOK, port=29535)  # the evaluation hook on sharded parameters
     assert assert_sharded(probe) == len(final_weights(ddp_run[0])), "every weight of the model"
     difference = max_difference(final_weights(run_dir), final_weights(ddp_run[0]))
     print(f"\n[FSDP2 vs DDP] max |weight difference| = {difference:.3g}")
@@ -259,6 +259,7 @@ def test_fsdp_on_cpu_shards_every_parameter_and_ends_where_data_parallel_ends(tm
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final")  # a plain checkpoint, not a sharded one
     loaded = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     assert max_difference(loaded, final_weights(run_dir)) == 0
+    assert_hook_equals_one_process(run_dir, tmp_path / "alone", [0, STEPS])
 
 
 # LoRA and NeST (the two strategies that wrap or parametrise the model) against one process with the same
