@@ -126,6 +126,11 @@ class Evaluator:
                 continue
             self.suites.append(suite)
 
+    def check_model(self, model) -> None:
+        """Every suite's checks against the loaded model (a layer index beyond its blocks): ConfigError."""
+        for suite in self.suites:
+            suite.check_model(model, f"eval.{suite.name}")
+
     def path(self, step: int) -> Path:
         return self.out_dir / f"step-{step}.json"
 
@@ -135,6 +140,7 @@ class Evaluator:
     def evaluate(self, model, tokenizer, step: int, is_reference: bool = False, label: str | None = None) -> dict:
         """Run every enabled suite on ``model``; ``is_reference`` marks the starting model (step 0)."""
         started = time.time()
+        self.check_model(model)  # a bad layer index is named before any suite generates
         self.ctx.scoring_reference = is_reference
         record: dict = {"step": step, "model": label}
         suites: dict = {}
