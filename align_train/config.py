@@ -342,6 +342,16 @@ class FreezeTuningConfig(TuningConfig):
 
 
 @dataclass
+class LatentPerturbationConfig:
+    """Latent adversarial patch training (LAPT): normalised random noise added to chosen blocks' hidden states
+    in every training forward, whatever the objective and the tuning strategy. Off while ``layers`` is empty."""
+
+    layers: List[int] = field(default_factory=list)  # 1-based blocks, e.g. [4, 8]
+    scale: float = bounded(1.0, POSITIVE)  # multiplies the normalised noise (1: its norm matches the hidden state's)
+    seed: int = bounded(0, SEED)  # the noise generator, seeded once per run
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings. The global batch is the setting; accumulation is derived from it."""
 
@@ -370,6 +380,7 @@ class TrainConfig:
     # A NaN / inf loss stops the run (naming the step and the last good checkpoint); true drops such steps
     # (their gradients are discarded, no parameter moves) and goes on. Not under DeepSpeed.
     skip_nonfinite_steps: bool = False
+    latent_perturbation: LatentPerturbationConfig = field(default_factory=LatentPerturbationConfig)
     # Extra keyword arguments for the TRL config (checked against its fields before anything loads).
     trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -489,6 +500,29 @@ class SeparationSuiteConfig:
 
 
 @dataclass
+class LatentRobustnessSuiteConfig:
+    """latent_robustness: the latent activation steering attack per layer, judged on harmful prompts."""
+
+    enabled: bool = False
+    prompts: PromptSetConfig = field(default_factory=PromptSetConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    layers: Optional[List[int]] = None  # 1-based blocks attacked one at a time; None: every block
+    scale: float = bounded(1.0, POSITIVE)  # multiplies the normalised perturbation (1: the paper's)
+    seed: int = bounded(0, SEED)  # the random vector
+    batch_size: int = bounded(8, COUNT)  # prompts per forward of the NLL probe
+
+
+@dataclass
+class BranchingSuiteConfig:
+    """branching_factor: exp of the mean next-token entropy along the model's own answers."""
+
+    enabled: bool = False
+    prompts: PromptSetConfig = field(default_factory=PromptSetConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
 class EvalConfig:
     """The evaluation hook: which suites score each checkpoint, and when."""
 
@@ -507,6 +541,8 @@ class EvalConfig:
     preference: LikelihoodSuiteConfig = field(default_factory=LikelihoodSuiteConfig)
     perplexity: LikelihoodSuiteConfig = field(default_factory=LikelihoodSuiteConfig)
     latent_separation: SeparationSuiteConfig = field(default_factory=SeparationSuiteConfig)
+    latent_robustness: LatentRobustnessSuiteConfig = field(default_factory=LatentRobustnessSuiteConfig)
+    branching_factor: BranchingSuiteConfig = field(default_factory=BranchingSuiteConfig)
 
 
 # --------------------------------------------------------------------------- NeST (needs PromptSetConfig)

@@ -57,6 +57,7 @@ from align_train.training_args import (
     strategy_settings,
 )
 from align_train.tuning import TuningStrategy, make_tuning
+from align_train.tuning.latent_perturbation import check_latent_perturbation, latent_perturbation
 
 
 def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
@@ -83,6 +84,9 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         set_seed(cfg.train.seed)
         enable_cpu_fsdp(launch, cfg.train.precision)
         model = load_model(cfg.model)
+        if evaluator is not None:
+            evaluator.check_model(model)  # a layer index beyond the model's blocks, before anything generates
+        perturbation = latent_perturbation(cfg.train.latent_perturbation, model)  # LAPT; None when off
         reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
         record_start(owner, cfg, data, overrides)  # everything has loaded: from here on the run writes its record
         data = objective.prepare(model, tokenizer, data, run_dir)
@@ -93,7 +97,7 @@ def run(cfg, callbacks=(), overrides: list[str] | None = None) -> RunResult:
         if evaluator is not None:
             trainer.add_callback(EvaluationCallback(evaluator, tokenizer, run_dir.metrics,
                                                     report_wandb="wandb" in tracker_names(cfg.logger)))
-        train(trainer, preemption, start.resume_from, run_dir)
+        train(trainer, preemption, start.resume_from, run_dir, perturbation)
         if data.eval is not None:
             trainer.evaluate()
         saved = save_final(trainer, tuning, run_dir)
@@ -122,6 +126,7 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     check_logger(cfg.logger)
     check_hub(cfg.hub)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
+    check_latent_perturbation(cfg.train.latent_perturbation)
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
         vllm = [f"eval.{name}.generation.backend" for name in ("refusal", "over_refusal")
@@ -283,11 +288,20 @@ def rows_dropped_by_trainer(trainer, data, max_length: int) -> dict:
     return dropped
 
 
-def train(trainer, preemption: PreemptionCallback, resume_from: str | None, run_dir: RunDir) -> None:
+def train(trainer, preemption: PreemptionCallback, resume_from: str | None, run_dir: RunDir,
+          perturbation=None) -> None:
+    """``perturbation``: LAPT's hooks, attached for the training loop only."""
     if resume_from:
         console.log(f"resuming from {resume_from}")
+    if perturbation is not None:
+        console.log(f"latent perturbation training: blocks {perturbation.layers}, scale {perturbation.scale:g}, "
+                    f"seed {perturbation.seed}")
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        if perturbation is None:
+            trainer.train(resume_from_checkpoint=resume_from)
+        else:
+            with perturbation:
+                trainer.train(resume_from_checkpoint=resume_from)
     finally:
         preemption.restore()
     stop_after_preemption(preemption, run_dir.root, process_state().is_main_process)

@@ -62,7 +62,10 @@ EVAL_CONTEXT = ["recipe=tiny/dpo", "eval=tiny", "eval.refusal.prompts.max_prompt
                 "eval.over_refusal.prompts.max_prompts=4", "eval.refusal.generation.max_new_tokens=4",
                 "eval.over_refusal.generation.max_new_tokens=4", "eval.preference.max_examples=4",
                 "eval.perplexity.max_examples=4", "eval.latent_separation.safe.max_prompts=6",
-                "eval.latent_separation.unsafe.max_prompts=6", "eval.samples=2"]
+                "eval.latent_separation.unsafe.max_prompts=6", "eval.samples=2",
+                "eval.latent_robustness.prompts.max_prompts=3", "eval.latent_robustness.generation.max_new_tokens=4",
+                "eval.latent_robustness.layers=[1]", "eval.branching_factor.prompts.max_prompts=3",
+                "eval.branching_factor.generation.max_new_tokens=4"]
 
 # Extra context for a leaf (prefix match): what makes the field matter.
 LEAF_CONTEXT = {
@@ -89,6 +92,7 @@ LEAF_CONTEXT = {
     "eval.refusal.prompts.subset": ["eval.refusal.prompts.path=org/hub-prompts"],
     "logger.": ["logger=wandb"],
     "hub.": ["hub.push=true", "hub.repo_id=user/model"],
+    "train.latent_perturbation.": ["train.latent_perturbation.layers=[1]"],
     "tuning.harmful.split": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "tuning.harmful.subset": ["tuning.harmful.path=org/hub-prompts", "tuning.harmful.column=prompt"],
     "resume": ["output_dir=FINISHED"],
@@ -142,6 +146,7 @@ VARIANTS = {
     "train.precision": "bf16",
     "train.eval_batch_size": "3",
     "train.max_steps": "7",
+    "train.latent_perturbation.layers": "[2]",
     "train.trainer_kwargs": "{truncation_mode:keep_end}",
     "logger.name": "none",
     "logger.project": "other-project",
@@ -174,6 +179,8 @@ VARIANTS = {
     "eval.preference.path": str(PROJECT_ROOT / "data/examples/preference.jsonl"),
     "eval.latent_separation.layers": "[1]",
     "eval.latent_separation.pooling": "last",
+    "eval.latent_robustness.layers": "[2]",
+    "eval.latent_robustness.batch_size": "2",
     "run_name": "another-name",
     "output_dir": "/elsewhere/run",
     "resume": "true",
@@ -702,6 +709,23 @@ def observe_ref_cache(cfg, env):
     return {"trainer": trainer_class.__name__, "cache": str(cache.root) if cache is not None else None}
 
 
+def observe_lapt(cfg, env):
+    """LAPT's hooks on the tiny model: the logits of one training forward with them attached."""
+    from align_train.tuning.latent_perturbation import latent_perturbation
+
+    model, tokenizer = env["tiny"]
+    perturbation = latent_perturbation(cfg.train.latent_perturbation, model)
+    if perturbation is None:
+        return "off"
+    ids = torch.tensor([tokenizer("A short training example.")["input_ids"]])
+    model.train()
+    try:
+        with perturbation:
+            return model(input_ids=ids).logits
+    finally:
+        model.eval()
+
+
 def observe_plan(cfg, env):
     from align_train.run_dir import plan_start
 
@@ -737,7 +761,7 @@ OBSERVERS = {
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "hub": observe_hub, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
-    "plan": observe_plan, "stages": observe_stages, "ref_cache": observe_ref_cache,
+    "plan": observe_plan, "stages": observe_stages, "ref_cache": observe_ref_cache, "lapt": observe_lapt,
 }
 # Which consumers may see a leaf (first match of the path's prefix), cheapest first.
 CONSUMERS = [
@@ -752,6 +776,7 @@ CONSUMERS = [
     ("tuning.", ["peft", "tuning"]),
     ("train.save_total_limit", ["callbacks"]),
     ("train.skip_nonfinite_steps", ["callbacks"]),
+    ("train.latent_perturbation.", ["lapt"]),
     ("train.", ["trl"]),
     ("logger.", ["logger", "trl"]),
     ("hub.", ["hub"]),

@@ -26,6 +26,8 @@ QUICK_EVAL = [
     "eval.refusal.generation.max_new_tokens=12", "eval.over_refusal.generation.max_new_tokens=12",
     "eval.latent_separation.safe.max_prompts=12", "eval.latent_separation.unsafe.max_prompts=12",
     "eval.preference.max_examples=16", "eval.perplexity.max_examples=16",
+    "eval.latent_robustness.prompts.max_prompts=6", "eval.latent_robustness.generation.max_new_tokens=8",
+    "eval.branching_factor.prompts.max_prompts=6", "eval.branching_factor.generation.max_new_tokens=8",
 ]
 SHORT_RUN = ["train.max_steps=6", "train.save_steps=2", "data.max_eval_rows=16"]
 
@@ -45,11 +47,15 @@ def test_hook_scores_baseline_every_save_and_the_end_once(hooked_run):
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     eval_lines = [r for r in logged if any(k.startswith("eval/") for k in r)]
     assert [r["step"] for r in eval_lines] == [0, 2, 4, 6]
+    assert all(isinstance(r["eval/masr"], float) and r["eval/branching_factor"] >= 1.0 for r in eval_lines)
     for record in records:
         assert not record["errors"], record["errors"]
         for key in ("refusal_rate", "attack_success_rate", "over_refusal_rate", "preference_accuracy",
-                    "perplexity", "latent_separation"):
+                    "perplexity", "latent_separation", "masr", "branching_factor"):
             assert isinstance(record[key], float), key
+        per_layer = record["suites"]["latent_robustness"]["details"]["per_layer"]
+        assert set(per_layer) == {"1", "3"} and record["masr"] == max(v["asr"] for v in per_layer.values())
+        assert record["branching_factor"] >= 1.0
         assert record["attack_success_rate"] == pytest.approx(1 - record["refusal_rate"])
         samples = record["suites"]["refusal"]["samples"]
         assert samples and {"prompt", "response", "refusal"} <= set(samples[0])

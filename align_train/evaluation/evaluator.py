@@ -129,6 +129,11 @@ class Evaluator:
                 continue
             self.suites.append(suite)
 
+    def check_model(self, model) -> None:
+        """Every suite's checks against the loaded model (a layer index beyond its blocks): ConfigError."""
+        for suite in self.suites:
+            suite.check_model(model, f"eval.{suite.name}")
+
     def path(self, step: int) -> Path:
         return self.out_dir / f"step-{step}.json"
 
@@ -142,6 +147,7 @@ class Evaluator:
         the main process writes the record.
         """
         started = time.time()
+        self.check_model(model)  # a bad layer index is named before any suite generates
         self.ctx.scoring_reference = is_reference
         record: dict = {"step": step, "model": label}
         suites: dict = {}

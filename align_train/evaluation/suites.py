@@ -8,6 +8,8 @@
 | `perplexity`        | perplexity (held-out completions)                          |
 | `latent_separation` | latent_separation (0-1 index of the best single layer),     |
 |                     | latent_separation_pooled (AQI paper's layer-pooled index)  |
+| `latent_robustness` | masr (max over layers of the latent attack's success rate) |
+| `branching_factor`  | branching_factor (exp of the mean next-token entropy)      |
 
 Suites read what they need from an ``EvalContext`` (prompts, held-out rows, the judge, the
 starting model's preference scores) so that each input is loaded once per run, not per checkpoint.
@@ -51,6 +53,9 @@ class Suite:
 
     def prepare(self, ctx) -> None:
         """Load inputs (prompts, rows) once, before any model is scored; errors surface here."""
+
+    def check_model(self, model, key: str) -> None:
+        """Checks against the loaded model (layer indices), run before any suite generates."""
 
     def run(self, model, tokenizer, ctx) -> SuiteResult:
         raise NotImplementedError
@@ -192,7 +197,76 @@ class LatentSeparationSuite(Suite):
                             "latent_separation_pooled": result["latent_separation_pooled"]}, details)
 
 
+class LatentRobustnessSuite(Suite):
+    """The latent activation steering attack per layer (ASR, MASR) and its NLL probe, judged on harmful prompts."""
+
+    name = "latent_robustness"
+    headline = ("masr",)
+
+    @classmethod
+    def check(cls, cfg, key: str) -> None:
+        RefusalSuite.check(cfg, key)
+        if cfg.layers is not None and any(layer < 1 for layer in cfg.layers):
+            raise ConfigError(f"{key}.layers: block indices start at 1, got {list(cfg.layers)}")
+
+    def prepare(self, ctx) -> None:
+        self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)
+        self.judge = ctx.judge(self.cfg.judge)
+
+    def check_model(self, model, key: str) -> None:
+        from align_train.inference.perturbation import check_layers, decoder_blocks
+
+        try:
+            decoder_blocks(model)
+        except ValueError:  # not a transformer: the suite itself fails, and is recorded
+            return
+        if self.cfg.layers:
+            try:
+                check_layers(model, list(self.cfg.layers), f"{key}.layers")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        from align_train.evaluation.latent_robustness import latent_robustness
+
+        layers = list(self.cfg.layers) if self.cfg.layers else None
+        result = latent_robustness(model, tokenizer, self.prompts, self.judge, self.cfg.generation, layers=layers,
+                                   scale=self.cfg.scale, seed=self.cfg.seed, batch_size=self.cfg.batch_size)
+        details = {
+            "prompts": len(self.prompts), "judge": self.judge.identity, "seed": self.cfg.seed,
+            "scale": self.cfg.scale, "masr_layer": result["masr_layer"],
+            "asr_unperturbed": result["asr_unperturbed"],
+            "per_layer": {str(k): v for k, v in result["per_layer"].items()},
+        }
+        samples = [
+            {"prompt": p, "response": r, "perturbed_response": pr, "perturbed_label": label,
+             "layer": result["masr_layer"]}
+            for p, r, (pr, label) in list(zip(self.prompts, result["responses"], result["perturbed"]))[: ctx.samples]
+        ]
+        metrics = {"masr": result["masr"], "latent_nll_shift": result["nll_shift_max"]}
+        return SuiteResult(metrics, details, samples)
+
+
+class BranchingFactorSuite(Suite):
+    """The branching factor along the model's own answers to a fixed prompt set."""
+
+    name = "branching_factor"
+    headline = ("branching_factor",)
+
+    def prepare(self, ctx) -> None:
+        self.prompts = ctx.prompts(f"eval.{self.name}.prompts", self.cfg.prompts)
+
+    def run(self, model, tokenizer, ctx) -> SuiteResult:
+        from align_train.evaluation.branching import branching_factor
+
+        result = branching_factor(model, tokenizer, self.prompts, self.cfg.generation)
+        details = {"prompts": len(self.prompts), "tokens": result["tokens"], "mean_entropy": result["mean_entropy"]}
+        samples = [{"prompt": p, "response": r} for p, r in list(zip(self.prompts, result["responses"]))[: ctx.samples]]
+        return SuiteResult({"branching_factor": result["branching_factor"]}, details, samples)
+
+
 # The one registry: a suite is its class here and its settings (``eval.<name>``) in the schema.
 SUITES: dict[str, type[Suite]] = {suite.name: suite for suite in (
-    RefusalSuite, OverRefusalSuite, PreferenceSuite, PerplexitySuite, LatentSeparationSuite)}
+    RefusalSuite, OverRefusalSuite, PreferenceSuite, PerplexitySuite, LatentSeparationSuite, LatentRobustnessSuite,
+    BranchingFactorSuite)}
 HEADLINE = tuple(key for suite in SUITES.values() for key in suite.headline)

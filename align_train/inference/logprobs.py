@@ -68,3 +68,47 @@ def completion_logprobs(model, tokenizer, pairs, batch_size: int = 8, max_length
                            lockstep=parameters_sharded(model))
     finally:
         model.train(model_was_training)
+
+
+@torch.no_grad()
+def continuation_nll(model, prompt_seqs: list[list[int]], continuation_seqs: list[list[int]], pad_token: int,
+                     batch_size: int = 8, around_forward=None) -> list[float | None]:
+    """Mean negative log-likelihood per token of each continuation after its prompt (exact token ids given).
+
+    Batches are right-padded with real-token position ids, and shared out across processes
+    (``sharding``). ``around_forward(prompt_mask)``, when given, returns a context manager entered
+    around each batch's forward with the (batch, tokens) mask of that batch's prompt positions (a
+    latent perturbation at the prompt, for instance). An empty continuation scores None.
+    """
+    from contextlib import nullcontext
+
+    from align_train.inference.prompts import pad, position_ids
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+
+    def score(batch: list[tuple[list[int], list[int]]]) -> list[float | None]:
+        ids, mask = pad([p + c for p, c in batch], pad_token, side="right")
+        prompt_mask = torch.zeros_like(mask, dtype=torch.bool)
+        scored = torch.zeros_like(mask, dtype=torch.bool)
+        for i, (p, c) in enumerate(batch):
+            prompt_mask[i, : len(p)] = True
+            scored[i, len(p): len(p) + len(c)] = True
+        ids, mask = ids.to(device), mask.to(device)
+        with (around_forward(prompt_mask) if around_forward else nullcontext()):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                           use_cache=False).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        target = scored[:, 1:].to(device)
+        results: list[float | None] = []
+        for i in range(len(batch)):
+            n = int(target[i].sum())
+            results.append(-(logp[i] * target[i]).sum().item() / n if n else None)
+        return results
+
+    try:
+        return map_batches(score, list(zip(prompt_seqs, continuation_seqs)), batch_size,
+                           lockstep=parameters_sharded(model))
+    finally:
+        model.train(was_training)
