@@ -48,6 +48,39 @@ def test_bco_loss_function_matches_the_formula():
     assert bco_loss(chosen, torch.tensor([]), delta).item() == pytest.approx(good, rel=1e-6)
 
 
+def hand_udm_weights(reference, tokenizer, rows: list[dict], c: float, clip=(0.5, 10.0)) -> list[float]:
+    """UDM's weights from the formula, without the objective's code: each prompt's mean-pooled last-layer
+    state under the reference model, one at a time (no padding); standardised; an L2 logistic regression
+    (desirable = 1, intercept unpenalised) fitted by minimising C * sum(log-loss) + |w|^2 / 2 with scipy;
+    w(x) = P(desirable | x) / P(undesirable | x) = exp(logit), clipped; desirable rows weigh 1."""
+    from scipy.optimize import minimize
+
+    from align_train.inference.prompts import prompt_ids
+
+    def embed(prompt):
+        ids = torch.tensor([prompt_ids(tokenizer, prompt)])
+        with torch.no_grad():
+            return reference(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0).double().numpy()
+
+    X = np.stack([embed(r["prompt"]) for r in rows])
+    y = np.array([1.0 if r["label"] else 0.0 for r in rows])
+    assert y.sum() == len(y) - y.sum(), "balanced classes: class_weight plays no part"
+    scale = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+
+    def objective(theta):
+        w, b = theta[:-1], theta[-1]
+        logit = Z @ w + b
+        loss = np.logaddexp(0, logit) - y * logit  # -log-likelihood of each row
+        p = 1 / (1 + np.exp(-logit))
+        return c * loss.sum() + 0.5 * w @ w, np.r_[c * Z.T @ (p - y) + w, c * (p - y).sum()]
+
+    theta = minimize(objective, np.zeros(Z.shape[1] + 1), jac=True, method="L-BFGS-B",
+                     options={"gtol": 1e-10, "maxiter": 10_000}).x
+    ratio = np.exp(Z @ theta[:-1] + theta[-1])
+    return [1.0 if r["label"] else float(np.clip(q, *clip)) for q, r in zip(ratio, rows)]
+
+
 @pytest.mark.parametrize("tuning,udm_on", [("full", False), ("lora", False), ("full", True)])
 def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
     """The whole adapter on one batch: our log-probs, the tuning's reference, the delta of this very batch."""
@@ -56,6 +89,7 @@ def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
     cfg = compose_config(
         "recipe=tiny/bco", f"tuning={tuning}", *no_dropout, f"objective.beta={beta}", f"objective.udm.enabled={udm_on}", "objective.udm.min_prompts=2",
         "objective.udm.heldout_fraction=0.34", "objective.udm.regularization=1.0",
+        "objective.udm.min_ratio=0.001", "objective.udm.max_ratio=1000",  # wide: the ratio itself is compared
         "train.global_batch_size=6", "train.per_device_batch_size=6",
     )
     # One batch holding the whole set (the loss is a mean per kind, so the sampler's order does not matter).
@@ -71,10 +105,14 @@ def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
 
     rewards = [beta * (p - r) for p, r in zip(logps(model), reference_scorer(model, reference)(logps))]
     delta = sum(rewards) / len(rewards)  # the first batch: the running mean is this batch's mean
-    weights = trainer.train_dataset[WEIGHT_COLUMN] if udm_on else [1.0] * len(rows)
-    if udm_on:
-        assert all(w == 1.0 for w, r in zip(weights, rows) if r["label"])
-        assert all(abs(w - 1.0) > 1e-3 for w, r in zip(weights, rows) if not r["label"])
+    weights = [1.0] * len(rows)
+    if udm_on:  # the trainer's column holds the hand weights, on the right rows
+        hand = hand_udm_weights(reference, tokenizer, rows, c=1.0, clip=(1e-3, 1e3))
+        undesirable = [w for w, r in zip(hand, rows) if not r["label"]]
+        assert all(1e-3 < w < 1e3 and abs(w - 1.0) > 1e-2 for w in undesirable), undesirable
+        # 1%: sklearn's L-BFGS stops at its tolerance (1e-4) short of the optimum (measured 0.3% off)
+        weights = trainer.train_dataset[WEIGHT_COLUMN]
+        assert weights == pytest.approx(hand, rel=1e-2)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     good = [-math.log(sig(x - delta)) for x, r in zip(rewards, rows) if r["label"]]
     bad = [-w * math.log(sig(-(x - delta))) for x, w, r in zip(rewards, weights, rows) if not r["label"]]
@@ -130,17 +168,40 @@ def test_delta_is_logged_saved_in_checkpoints_and_survives_resume(tmp_path):
 # --------------------------------------------------------------------------- underlying-distribution matching
 
 
-def test_udm_weights_track_the_true_density_ratio_of_two_gaussians():
-    rng = np.random.default_rng(0)
-    dim = 4
-    mean_d, mean_u = np.zeros(dim), np.full(dim, 0.6)
-    desirable = rng.normal(mean_d, 1.0, size=(1500, dim))
-    undesirable = rng.normal(mean_u, 1.0, size=(1500, dim))
-    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
-    probe = rng.normal(mean_u, 1.3, size=(400, dim))
+def two_gaussians(n: int, seed: int):
+    """n desirable prompts from N(0, I) and n undesirable from N(0.6, I) in 4-d, probe points around the
+    undesirable ones (where weights are used), and the true ratio there. The true log-ratio is linear
+    in x, so a logistic regression is the right model: what it gets wrong is estimation, not form."""
+    rng = np.random.default_rng(seed)
+    mean_d, mean_u = np.zeros(4), np.full(4, 0.6)
+    desirable, undesirable = rng.normal(mean_d, 1.0, size=(n, 4)), rng.normal(mean_u, 1.0, size=(n, 4))
+    probe = rng.normal(mean_u, 1.3, size=(400, 4))
     true = multivariate_normal(mean_d).pdf(probe) / multivariate_normal(mean_u).pdf(probe)
+    return desirable, undesirable, probe, true
+
+
+def log_ratio_fit(estimated: np.ndarray, true: np.ndarray) -> dict:
+    """How an estimate's log-ratio relates to the true one: median |error|, mean error (bias), and the
+    slope of log(estimated) on log(true) (1: calibrated; below 1: shrunk towards weight 1)."""
+    error = np.log(estimated) - np.log(true)
+    return {"median_abs": float(np.median(np.abs(error))), "bias": float(error.mean()),
+            "slope": float(np.polyfit(np.log(true), np.log(estimated), 1)[0])}
+
+
+def assert_calibrated(estimated: np.ndarray, true: np.ndarray) -> None:
+    """Values, not only order: at C = 1 and 1,500 prompts a kind, the fit's median |log error| measured
+    0.03-0.08, its bias within 0.05 and its slope 0.98-1.01 over 5 seeds; a ratio off by a factor k has
+    |bias| = |log k| (3x: 1.10)."""
+    fit = log_ratio_fit(estimated, true)
+    assert spearmanr(estimated, true).statistic > 0.9, fit
+    assert fit["median_abs"] < 0.15 and abs(fit["bias"]) < 0.15 and 0.9 < fit["slope"] < 1.1, fit
+
+
+def test_udm_weights_equal_the_true_density_ratio_of_two_gaussians():
+    desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
     estimated = ratio(probe)
-    assert spearmanr(estimated, true).statistic > 0.9
+    assert_calibrated(estimated, true)
     assert 0.6 < ratio.heldout_accuracy < 0.85  # distributions that differ, but overlap
 
     weights, stats = udm.clipped_weights(estimated, 0.5, 10.0)
@@ -148,6 +209,41 @@ def test_udm_weights_track_the_true_density_ratio_of_two_gaussians():
     assert stats["clipped_low"] > 0 and stats["clipped_high"] > 0  # the probe spans both clip bounds
     assert np.array_equal(weights[(estimated > 0.5) & (estimated < 10)],
                           estimated[(estimated > 0.5) & (estimated < 10)])
+
+
+def test_a_ratio_three_times_too_large_fails_the_calibration_check():
+    """The check above guards values: a classifier whose ratio is 3x the truth ranks perfectly and fails."""
+    desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
+    tripled = 3 * ratio(probe)
+    assert spearmanr(tripled, true).statistic > 0.9  # rank correlation alone would pass it
+    with pytest.raises(AssertionError):
+        assert_calibrated(tripled, true)
+    with pytest.raises(AssertionError):  # and so does the inverse ratio p_undesirable / p_desirable
+        assert_calibrated(1 / ratio(probe), true)
+
+
+def test_the_default_regularization_shrinks_log_weights_towards_zero_less_with_more_prompts():
+    """C = 0.01 (the default, on standardised embeddings) scales the fitted log-ratio by a factor below 1
+    that grows with the number of prompts: the L2 penalty |w|^2 / 2C is fixed while the log-loss sums
+    over every prompt. Measured over 5 seeds: slope 0.80-0.82 at 1,500 prompts a kind, 0.43-0.46 at 200
+    (C = 1: 0.98-1.01 and 1.07-1.10). docs/objectives.md quotes these figures."""
+    import inspect
+
+    from align_train.config import UDMConfig
+
+    default = UDMConfig().regularization
+    assert default == 0.01 == inspect.signature(udm.fit_density_ratio).parameters["regularization"].default
+    slopes = {}
+    for n in (1500, 200):
+        desirable, undesirable, probe, true = two_gaussians(n, seed=0)
+        fit = log_ratio_fit(udm.fit_density_ratio(desirable, undesirable, seed=0)(probe), true)
+        slopes[n] = fit["slope"]
+        assert abs(fit["bias"]) < 0.5, fit  # shrunk towards the intercept, not shifted
+    assert 0.7 < slopes[1500] < 0.9 and 0.3 < slopes[200] < 0.6, slopes
+    with pytest.raises(AssertionError):  # the shrinkage is visible to the calibration check
+        desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+        assert_calibrated(udm.fit_density_ratio(desirable, undesirable, seed=0)(probe), true)
 
 
 def test_udm_on_identical_distributions_reports_chance():
