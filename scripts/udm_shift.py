@@ -9,12 +9,12 @@ rejected answer as undesirable. The other 120 pairs are held out.
 The script prints (and writes to OUT/udm_shift.json):
   - the UDM classifier's held-out balanced accuracy and the mean weight of the undesirable rows of
     each slice (benign / borderline vs harmful), as BCO's own code computes them before training;
-  - for each seed, ``recipe=tiny/bco`` trained one epoch with and without UDM, and the implicit-reward
+  - for each seed (the order of the training rows), ``recipe=tiny/bco`` trained one epoch with and without UDM, and the implicit-reward
     margin and accuracy (policy vs the starting model, as the evaluation hook's preference suite
     computes them) on the held-out benign / borderline pairs and on the held-out harmful pairs.
 
-    python scripts/udm_shift.py --out runs/udm-shift                 # seed 42 (the recipe's)
-    python scripts/udm_shift.py --out runs/udm-shift --seeds 42 1 2
+    python scripts/udm_shift.py --out runs/udm-shift                 # order seed 2
+    python scripts/udm_shift.py --out runs/udm-shift --seeds 2 3 4
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 SLICES = ("benign", "harmful")  # benign holds the benign and borderline pairs (helpful vs over-refusal)
 
 
-def shifted_feedback(directory: Path) -> dict[str, str]:
-    """Write the shifted feedback and the held-out slices; returns their paths by name
-    (train, benign, harmful)."""
+def shifted_feedback(directory: Path, order_seed: int = 2) -> dict[str, str]:
+    """Write the shifted feedback, in an order drawn with ``order_seed``, and the held-out slices; returns
+    their paths by name (train, benign, harmful). The split and the kept rows do not depend on the seed."""
     from align_train.paths import DATA_DIR
 
     rows = [json.loads(line) for line in (DATA_DIR / "tiny" / "preference.jsonl").read_text().splitlines()]
@@ -46,7 +46,7 @@ def shifted_feedback(directory: Path) -> dict[str, str]:
                 for r in train]
     feedback += [{"prompt": r["prompt"], "completion": r["rejected"], "label": False, "category": r["category"]}
                  for r in train if r["category"] == "harmful" or keep.random() < 0.1]
-    random.Random(2).shuffle(feedback)
+    random.Random(order_seed).shuffle(feedback)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"train": directory / "shifted.jsonl", "benign": directory / "heldout_benign.jsonl",
              "harmful": directory / "heldout_harmful.jsonl"}
@@ -56,10 +56,10 @@ def shifted_feedback(directory: Path) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
 
 
-def overrides(paths: dict[str, str], udm_on: bool, seed: int) -> list[str]:
+def overrides(paths: dict[str, str], udm_on: bool) -> list[str]:
     return ["recipe=tiny/bco", f"data.train.tiny_preference.path={paths['train']}",
             "data.train.tiny_preference.format=feedback", "data.eval_fraction=0", f"objective.udm.enabled={udm_on}",
-            f"train.seed={seed}", "train.save_steps=0", "eval=none"]
+            "train.save_steps=0", "eval=none"]
 
 
 def udm_weights_by_slice(paths: dict[str, str]) -> dict:
@@ -71,7 +71,7 @@ def udm_weights_by_slice(paths: dict[str, str]) -> dict:
     from align_train.objectives.bco_loss import WEIGHT_COLUMN
     from align_train.objectives.udm import prompt_key
 
-    cfg = compose(overrides(paths, True, 42))
+    cfg = compose(overrides(paths, True))
     objective = make_objective(cfg.objective)
     data = load_data(cfg.data, objective.accepts, objective.name)
     data = objective.prepare(load_model(cfg.model), load_tokenizer(cfg.model), data, None)
@@ -121,7 +121,9 @@ def _with_path(model_cfg, path: str):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/udm-shift", help="data, one run directory per seed and setting")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[42], help="train.seed of each pair of runs")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[2],
+                        help="order of the training rows for each pair of runs (what varies a run here: the rows "
+                             "are trained in file order, so train.seed changes nothing)")
     args = parser.parse_args()
 
     import torch
@@ -133,12 +135,13 @@ def main() -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     out = Path(args.out)
     paths = shifted_feedback(out / "data")
-    report = {"weights": udm_weights_by_slice(paths), "runs": {}}
+    report = {"weights": udm_weights_by_slice(paths), "runs": {}}  # the weights do not depend on the order
     print(json.dumps(report["weights"]), flush=True)
     for seed in args.seeds:
         for udm_on in (False, True):
             name = f"seed{seed}-udm-{'on' if udm_on else 'off'}"
-            result = run(compose([*overrides(paths, udm_on, seed), f"output_dir={out / name}"]))
+            ordered = shifted_feedback(out / f"data-{seed}", seed)
+            result = run(compose([*overrides(ordered, udm_on), f"output_dir={out / name}"]))
             report["runs"][name] = {"seed": seed, "udm": udm_on, "steps": result.steps,
                                     **reward_metrics(result.final_dir, paths)}
     (out / "udm_shift.json").write_text(json.dumps(report, indent=2) + "\n")

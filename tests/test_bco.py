@@ -314,44 +314,32 @@ def test_bco_raises_heldout_preference_accuracy(tmp_path):
     assert result.after["reward_accuracy"] >= 0.9
 
 
-def shifted_feedback(tmp_path) -> tuple[str, str]:
-    """Feedback whose undesirable prompts are shifted: every harmful pair gives its rejected answer, only
-    about 1 in 10 benign / borderline pairs does; desirable rows are the chosen answers of all pairs.
-    Returns the training file and a file of held-out benign / borderline pairs (the starved slice)."""
-    import random
-
-    rows = [json.loads(line) for line in (DATA_DIR / "tiny" / "preference.jsonl").read_text().splitlines()]
-    random.Random(0).shuffle(rows)
-    heldout, train = rows[:120], rows[120:]
-    keep = random.Random(1)
-    feedback = [{"prompt": r["prompt"], "completion": r["chosen"], "label": True} for r in train]
-    feedback += [{"prompt": r["prompt"], "completion": r["rejected"], "label": False} for r in train
-                 if r["category"] == "harmful" or keep.random() < 0.1]
-    random.Random(2).shuffle(feedback)
-    train_path, heldout_path = tmp_path / "shifted.jsonl", tmp_path / "heldout_benign.jsonl"
-    train_path.write_text("".join(json.dumps(r) + "\n" for r in feedback))
-    heldout_path.write_text("".join(json.dumps(r) + "\n" for r in heldout if r["category"] != "harmful"))
-    return str(train_path), str(heldout_path)
+UDM_SEEDS = (2, 3, 4)  # order of the training rows for each pair of runs (train.seed changes nothing here)
+# Measured margin ratios, UDM on / off, for the 3 orders: benign 1.145 / 1.153 / 1.165 (mean 1.154, sd 0.010),
+# harmful 0.551 / 0.742 / 0.721 (mean 0.671, sd 0.105). The bounds are mean -/+ 3 sd.
+BENIGN_GAIN = 1.12  # UDM's benign margin over the plain run's, at least
+HARMFUL_LOSS = 0.98  # UDM's harmful margin over the plain run's, at most
 
 
-def test_udm_helps_when_undesirable_prompts_are_shifted(tmp_path):
-    """With few undesirable answers to benign prompts, UDM up-weights them: the implicit reward separates
-    held-out benign pairs (helpful vs over-refusal) more than without UDM."""
-    train, heldout = shifted_feedback(tmp_path)
+def test_udm_moves_the_margin_towards_the_starved_slice_for_every_seed(tmp_path):
+    """With few undesirable answers to benign prompts, UDM up-weights them (~3) and down-weights the harmful
+    ones (~0.6): on held-out pairs the implicit-reward margin grows on the benign / borderline slice and
+    shrinks on the harmful one, against the same run without UDM, for each of 3 orders of the training rows
+    (``scripts/udm_shift.py --seeds 2 3 4`` prints the same runs; docs/objectives.md quotes it)."""
+    from scripts.udm_shift import overrides, reward_metrics, shifted_feedback
+
     margins = {}
-    for udm_on in (False, True):
-        run_dir = tmp_path / f"udm-{udm_on}"
-        run_recipe(
-            run_dir, "recipe=tiny/bco", f"data.train.tiny_preference.path={train}",
-            "data.train.tiny_preference.format=feedback", "data.eval_fraction=0", f"objective.udm.enabled={udm_on}",
-            "eval=none", "train.save_steps=0", "eval.enabled=true", "eval.preference.enabled=true",
-            f"eval.preference.path={heldout}", "eval.preference.max_examples=200",
-        )
-        from align_train.evaluation.evaluator import evaluation_records
-
-        final = evaluation_records(run_dir / "eval")[-1]
-        assert final["reward_accuracy"] >= 0.95
-        margins[udm_on] = final["reward_margin"]
-    report = json.loads((tmp_path / "udm-True" / "bco_udm.json").read_text())
+    for seed in UDM_SEEDS:
+        paths = shifted_feedback(tmp_path / f"data-{seed}", seed)
+        for udm_on in (False, True):
+            result = run_recipe(tmp_path / f"seed{seed}-{udm_on}", *overrides(paths, udm_on))
+            metrics = reward_metrics(result.final_dir, paths)
+            assert metrics["benign"]["reward_accuracy"] >= 0.95, (seed, udm_on, metrics)
+            margins[seed, udm_on] = {name: m["reward_margin"] for name, m in metrics.items()}
+    ratios = {seed: {name: margins[seed, True][name] / margins[seed, False][name] for name in ("benign", "harmful")}
+              for seed in UDM_SEEDS}
+    print(f"\n[udm margins] {margins}\n[udm ratios on / off] {ratios}")
+    report = json.loads((tmp_path / f"seed{UDM_SEEDS[0]}-True" / "bco_udm.json").read_text())
     assert report["classifier_balanced_accuracy"] > 0.6  # the shift is visible in the prompts
-    assert margins[True] > 1.05 * margins[False], margins
+    for seed, ratio in ratios.items():
+        assert ratio["benign"] > BENIGN_GAIN and ratio["harmful"] < HARMFUL_LOSS, (seed, ratios)
