@@ -283,27 +283,49 @@ TUNING_RATES = {"full": 3e-4, "lora": 3e-3, "nest": 1e-2}
 ARTIFACTS = {"full": "model.safetensors", "lora": "adapter_model.safetensors", "nest": "nest_adapter.safetensors"}
 
 
-def real_architecture_counts() -> dict:
-    """Trainable parameters of LoRA (peft on a meta-device model) and NeST (layers x clusters x hidden)."""
+def nest_on_meta(model, nest_cfg):
+    """A meta-device model with NeST's parametrisation applied by the strategy itself, as if every MLP
+    block kept ``clusters`` clusters (the most the probe can select: a layer with fewer neurons past the
+    threshold keeps fewer clusters, one with none is skipped). The neurons are placeholders: the count
+    depends on the clusters, the hidden size and the weight kinds, not on which neurons they hold."""
     import torch
+
+    from align_train.tuning.nest.probe import mlp_blocks
+    from align_train.tuning.nest.select import LayerSelection
+    from align_train.tuning.nest.strategy import NestTuning
+
+    k = nest_cfg.clusters
+    strategy = NestTuning(nest_cfg)
+    strategy.selection = [LayerSelection(name, torch.arange(k), torch.arange(k), k) for name, _ in mlp_blocks(model)]
+    return strategy.apply(model)
+
+
+def real_architecture_counts() -> dict:
+    """Trainable parameters of LoRA (peft) and NeST (its own parametrisation), both applied to the real
+    architecture built on the meta device: shapes without memory."""
+    import torch
+    from omegaconf import OmegaConf
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from align_train.config import LoraTuningConfig, NestTuningConfig
 
-    lora_defaults, nest_defaults = LoraTuningConfig(), NestTuningConfig()
+    lora_defaults, nest_defaults = LoraTuningConfig(), OmegaConf.structured(NestTuningConfig())
     counts = {}
     for name, (model_type, shape) in REAL_ARCHITECTURES.items():
         config = AutoConfig.for_model(model_type, **shape)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        total = sum(p.numel() for p in model.parameters())
-        lora = get_peft_model(model, LoraConfig(r=lora_defaults.r, lora_alpha=lora_defaults.alpha,
-                                                target_modules=list(lora_defaults.target_modules)))
-        lora_trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
-        nest = shape["num_hidden_layers"] * nest_defaults.clusters * shape["hidden_size"] * len(nest_defaults.weights)
-        counts[name] = {"total": total, "lora": lora_trainable, "lora_rank": lora_defaults.r, "nest": nest,
-                        "nest_clusters_per_layer": nest_defaults.clusters, "lora_over_nest": lora_trainable / nest}
+            lora_base, nest_base = AutoModelForCausalLM.from_config(config), AutoModelForCausalLM.from_config(config)
+        total = sum(p.numel() for p in lora_base.parameters())
+        lora = get_peft_model(lora_base, LoraConfig(r=lora_defaults.r, lora_alpha=lora_defaults.alpha,
+                                                    target_modules=list(lora_defaults.target_modules)))
+        nest = nest_on_meta(nest_base, nest_defaults)
+        trainable = {kind: [p for p in m.parameters() if p.requires_grad] for kind, m in (("lora", lora), ("nest", nest))}
+        assert all(p.is_meta for ps in trainable.values() for p in ps), "counted on the meta device, nothing allocated"
+        lora_trainable, nest_trainable = (sum(p.numel() for p in trainable[k]) for k in ("lora", "nest"))
+        counts[name] = {"total": total, "lora": lora_trainable, "lora_rank": lora_defaults.r, "nest": nest_trainable,
+                        "nest_clusters_per_layer": nest_defaults.clusters,
+                        "lora_over_nest": lora_trainable / nest_trainable}
     return counts
 
 

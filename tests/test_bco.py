@@ -48,6 +48,39 @@ def test_bco_loss_function_matches_the_formula():
     assert bco_loss(chosen, torch.tensor([]), delta).item() == pytest.approx(good, rel=1e-6)
 
 
+def hand_udm_weights(reference, tokenizer, rows: list[dict], c: float, clip=(0.5, 10.0)) -> list[float]:
+    """UDM's weights from the formula, without the objective's code: each prompt's mean-pooled last-layer
+    state under the reference model, one at a time (no padding); standardised; an L2 logistic regression
+    (desirable = 1, intercept unpenalised) fitted by minimising C * sum(log-loss) + |w|^2 / 2 with scipy;
+    w(x) = P(desirable | x) / P(undesirable | x) = exp(logit), clipped; desirable rows weigh 1."""
+    from scipy.optimize import minimize
+
+    from align_train.inference.prompts import prompt_ids
+
+    def embed(prompt):
+        ids = torch.tensor([prompt_ids(tokenizer, prompt)])
+        with torch.no_grad():
+            return reference(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0).double().numpy()
+
+    X = np.stack([embed(r["prompt"]) for r in rows])
+    y = np.array([1.0 if r["label"] else 0.0 for r in rows])
+    assert y.sum() == len(y) - y.sum(), "balanced classes: class_weight plays no part"
+    scale = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+
+    def objective(theta):
+        w, b = theta[:-1], theta[-1]
+        logit = Z @ w + b
+        loss = np.logaddexp(0, logit) - y * logit  # -log-likelihood of each row
+        p = 1 / (1 + np.exp(-logit))
+        return c * loss.sum() + 0.5 * w @ w, np.r_[c * Z.T @ (p - y) + w, c * (p - y).sum()]
+
+    theta = minimize(objective, np.zeros(Z.shape[1] + 1), jac=True, method="L-BFGS-B",
+                     options={"gtol": 1e-10, "maxiter": 10_000}).x
+    ratio = np.exp(Z @ theta[:-1] + theta[-1])
+    return [1.0 if r["label"] else float(np.clip(q, *clip)) for q, r in zip(ratio, rows)]
+
+
 @pytest.mark.parametrize("tuning,udm_on", [("full", False), ("lora", False), ("full", True)])
 def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
     """The whole adapter on one batch: our log-probs, the tuning's reference, the delta of this very batch."""
@@ -56,6 +89,7 @@ def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
     cfg = compose_config(
         "recipe=tiny/bco", f"tuning={tuning}", *no_dropout, f"objective.beta={beta}", f"objective.udm.enabled={udm_on}", "objective.udm.min_prompts=2",
         "objective.udm.heldout_fraction=0.34", "objective.udm.regularization=1.0",
+        "objective.udm.min_ratio=0.001", "objective.udm.max_ratio=1000",  # wide: the ratio itself is compared
         "train.global_batch_size=6", "train.per_device_batch_size=6",
     )
     # One batch holding the whole set (the loss is a mean per kind, so the sampler's order does not matter).
@@ -71,10 +105,14 @@ def test_trainer_loss_matches_hand_computation(tmp_path, tuning, udm_on):
 
     rewards = [beta * (p - r) for p, r in zip(logps(model), reference_scorer(model, reference)(logps))]
     delta = sum(rewards) / len(rewards)  # the first batch: the running mean is this batch's mean
-    weights = trainer.train_dataset[WEIGHT_COLUMN] if udm_on else [1.0] * len(rows)
-    if udm_on:
-        assert all(w == 1.0 for w, r in zip(weights, rows) if r["label"])
-        assert all(abs(w - 1.0) > 1e-3 for w, r in zip(weights, rows) if not r["label"])
+    weights = [1.0] * len(rows)
+    if udm_on:  # the trainer's column holds the hand weights, on the right rows
+        hand = hand_udm_weights(reference, tokenizer, rows, c=1.0, clip=(1e-3, 1e3))
+        undesirable = [w for w, r in zip(hand, rows) if not r["label"]]
+        assert all(1e-3 < w < 1e3 and abs(w - 1.0) > 1e-2 for w in undesirable), undesirable
+        # 1%: sklearn's L-BFGS stops at its tolerance (1e-4) short of the optimum (measured 0.3% off)
+        weights = trainer.train_dataset[WEIGHT_COLUMN]
+        assert weights == pytest.approx(hand, rel=1e-2)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     good = [-math.log(sig(x - delta)) for x, r in zip(rewards, rows) if r["label"]]
     bad = [-w * math.log(sig(-(x - delta))) for x, w, r in zip(rewards, weights, rows) if not r["label"]]
@@ -130,17 +168,40 @@ def test_delta_is_logged_saved_in_checkpoints_and_survives_resume(tmp_path):
 # --------------------------------------------------------------------------- underlying-distribution matching
 
 
-def test_udm_weights_track_the_true_density_ratio_of_two_gaussians():
-    rng = np.random.default_rng(0)
-    dim = 4
-    mean_d, mean_u = np.zeros(dim), np.full(dim, 0.6)
-    desirable = rng.normal(mean_d, 1.0, size=(1500, dim))
-    undesirable = rng.normal(mean_u, 1.0, size=(1500, dim))
-    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
-    probe = rng.normal(mean_u, 1.3, size=(400, dim))
+def two_gaussians(n: int, seed: int):
+    """n desirable prompts from N(0, I) and n undesirable from N(0.6, I) in 4-d, probe points around the
+    undesirable ones (where weights are used), and the true ratio there. The true log-ratio is linear
+    in x, so a logistic regression is the right model: what it gets wrong is estimation, not form."""
+    rng = np.random.default_rng(seed)
+    mean_d, mean_u = np.zeros(4), np.full(4, 0.6)
+    desirable, undesirable = rng.normal(mean_d, 1.0, size=(n, 4)), rng.normal(mean_u, 1.0, size=(n, 4))
+    probe = rng.normal(mean_u, 1.3, size=(400, 4))
     true = multivariate_normal(mean_d).pdf(probe) / multivariate_normal(mean_u).pdf(probe)
+    return desirable, undesirable, probe, true
+
+
+def log_ratio_fit(estimated: np.ndarray, true: np.ndarray) -> dict:
+    """How an estimate's log-ratio relates to the true one: median |error|, mean error (bias), and the
+    slope of log(estimated) on log(true) (1: calibrated; below 1: shrunk towards weight 1)."""
+    error = np.log(estimated) - np.log(true)
+    return {"median_abs": float(np.median(np.abs(error))), "bias": float(error.mean()),
+            "slope": float(np.polyfit(np.log(true), np.log(estimated), 1)[0])}
+
+
+def assert_calibrated(estimated: np.ndarray, true: np.ndarray) -> None:
+    """Values, not only order: at C = 1 and 1,500 prompts a kind, the fit's median |log error| measured
+    0.03-0.08, its bias within 0.05 and its slope 0.98-1.01 over 5 seeds; a ratio off by a factor k has
+    |bias| = |log k| (3x: 1.10)."""
+    fit = log_ratio_fit(estimated, true)
+    assert spearmanr(estimated, true).statistic > 0.9, fit
+    assert fit["median_abs"] < 0.15 and abs(fit["bias"]) < 0.15 and 0.9 < fit["slope"] < 1.1, fit
+
+
+def test_udm_weights_equal_the_true_density_ratio_of_two_gaussians():
+    desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
     estimated = ratio(probe)
-    assert spearmanr(estimated, true).statistic > 0.9
+    assert_calibrated(estimated, true)
     assert 0.6 < ratio.heldout_accuracy < 0.85  # distributions that differ, but overlap
 
     weights, stats = udm.clipped_weights(estimated, 0.5, 10.0)
@@ -148,6 +209,41 @@ def test_udm_weights_track_the_true_density_ratio_of_two_gaussians():
     assert stats["clipped_low"] > 0 and stats["clipped_high"] > 0  # the probe spans both clip bounds
     assert np.array_equal(weights[(estimated > 0.5) & (estimated < 10)],
                           estimated[(estimated > 0.5) & (estimated < 10)])
+
+
+def test_a_ratio_three_times_too_large_fails_the_calibration_check():
+    """The check above guards values: a classifier whose ratio is 3x the truth ranks perfectly and fails."""
+    desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+    ratio = udm.fit_density_ratio(desirable, undesirable, regularization=1.0, seed=0)
+    tripled = 3 * ratio(probe)
+    assert spearmanr(tripled, true).statistic > 0.9  # rank correlation alone would pass it
+    with pytest.raises(AssertionError):
+        assert_calibrated(tripled, true)
+    with pytest.raises(AssertionError):  # and so does the inverse ratio p_undesirable / p_desirable
+        assert_calibrated(1 / ratio(probe), true)
+
+
+def test_the_default_regularization_shrinks_log_weights_towards_zero_less_with_more_prompts():
+    """C = 0.01 (the default, on standardised embeddings) scales the fitted log-ratio by a factor below 1
+    that grows with the number of prompts: the L2 penalty |w|^2 / 2C is fixed while the log-loss sums
+    over every prompt. Measured over 5 seeds: slope 0.80-0.82 at 1,500 prompts a kind, 0.43-0.46 at 200
+    (C = 1: 0.98-1.01 and 1.07-1.10). docs/objectives.md quotes these figures."""
+    import inspect
+
+    from align_train.config import UDMConfig
+
+    default = UDMConfig().regularization
+    assert default == 0.01 == inspect.signature(udm.fit_density_ratio).parameters["regularization"].default
+    slopes = {}
+    for n in (1500, 200):
+        desirable, undesirable, probe, true = two_gaussians(n, seed=0)
+        fit = log_ratio_fit(udm.fit_density_ratio(desirable, undesirable, seed=0)(probe), true)
+        slopes[n] = fit["slope"]
+        assert abs(fit["bias"]) < 0.5, fit  # shrunk towards the intercept, not shifted
+    assert 0.7 < slopes[1500] < 0.9 and 0.3 < slopes[200] < 0.6, slopes
+    with pytest.raises(AssertionError):  # the shrinkage is visible to the calibration check
+        desirable, undesirable, probe, true = two_gaussians(1500, seed=0)
+        assert_calibrated(udm.fit_density_ratio(desirable, undesirable, seed=0)(probe), true)
 
 
 def test_udm_on_identical_distributions_reports_chance():
@@ -218,44 +314,32 @@ def test_bco_raises_heldout_preference_accuracy(tmp_path):
     assert result.after["reward_accuracy"] >= 0.9
 
 
-def shifted_feedback(tmp_path) -> tuple[str, str]:
-    """Feedback whose undesirable prompts are shifted: every harmful pair gives its rejected answer, only
-    about 1 in 10 benign / borderline pairs does; desirable rows are the chosen answers of all pairs.
-    Returns the training file and a file of held-out benign / borderline pairs (the starved slice)."""
-    import random
-
-    rows = [json.loads(line) for line in (DATA_DIR / "tiny" / "preference.jsonl").read_text().splitlines()]
-    random.Random(0).shuffle(rows)
-    heldout, train = rows[:120], rows[120:]
-    keep = random.Random(1)
-    feedback = [{"prompt": r["prompt"], "completion": r["chosen"], "label": True} for r in train]
-    feedback += [{"prompt": r["prompt"], "completion": r["rejected"], "label": False} for r in train
-                 if r["category"] == "harmful" or keep.random() < 0.1]
-    random.Random(2).shuffle(feedback)
-    train_path, heldout_path = tmp_path / "shifted.jsonl", tmp_path / "heldout_benign.jsonl"
-    train_path.write_text("".join(json.dumps(r) + "\n" for r in feedback))
-    heldout_path.write_text("".join(json.dumps(r) + "\n" for r in heldout if r["category"] != "harmful"))
-    return str(train_path), str(heldout_path)
+UDM_SEEDS = (2, 3, 4)  # order of the training rows for each pair of runs (train.seed changes nothing here)
+# Measured margin ratios, UDM on / off, for the 3 orders: benign 1.145 / 1.153 / 1.165 (mean 1.154, sd 0.010),
+# harmful 0.551 / 0.742 / 0.721 (mean 0.671, sd 0.105). The bounds are mean -/+ 3 sd.
+BENIGN_GAIN = 1.12  # UDM's benign margin over the plain run's, at least
+HARMFUL_LOSS = 0.98  # UDM's harmful margin over the plain run's, at most
 
 
-def test_udm_helps_when_undesirable_prompts_are_shifted(tmp_path):
-    """With few undesirable answers to benign prompts, UDM up-weights them: the implicit reward separates
-    held-out benign pairs (helpful vs over-refusal) more than without UDM."""
-    train, heldout = shifted_feedback(tmp_path)
+def test_udm_moves_the_margin_towards_the_starved_slice_for_every_seed(tmp_path):
+    """With few undesirable answers to benign prompts, UDM up-weights them (~3) and down-weights the harmful
+    ones (~0.6): on held-out pairs the implicit-reward margin grows on the benign / borderline slice and
+    shrinks on the harmful one, against the same run without UDM, for each of 3 orders of the training rows
+    (``scripts/udm_shift.py --seeds 2 3 4`` prints the same runs; docs/objectives.md quotes it)."""
+    from scripts.udm_shift import overrides, reward_metrics, shifted_feedback
+
     margins = {}
-    for udm_on in (False, True):
-        run_dir = tmp_path / f"udm-{udm_on}"
-        run_recipe(
-            run_dir, "recipe=tiny/bco", f"data.train.tiny_preference.path={train}",
-            "data.train.tiny_preference.format=feedback", "data.eval_fraction=0", f"objective.udm.enabled={udm_on}",
-            "eval=none", "train.save_steps=0", "eval.enabled=true", "eval.preference.enabled=true",
-            f"eval.preference.path={heldout}", "eval.preference.max_examples=200",
-        )
-        from align_train.evaluation.evaluator import evaluation_records
-
-        final = evaluation_records(run_dir / "eval")[-1]
-        assert final["reward_accuracy"] >= 0.95
-        margins[udm_on] = final["reward_margin"]
-    report = json.loads((tmp_path / "udm-True" / "bco_udm.json").read_text())
+    for seed in UDM_SEEDS:
+        paths = shifted_feedback(tmp_path / f"data-{seed}", seed)
+        for udm_on in (False, True):
+            result = run_recipe(tmp_path / f"seed{seed}-{udm_on}", *overrides(paths, udm_on))
+            metrics = reward_metrics(result.final_dir, paths)
+            assert metrics["benign"]["reward_accuracy"] >= 0.95, (seed, udm_on, metrics)
+            margins[seed, udm_on] = {name: m["reward_margin"] for name, m in metrics.items()}
+    ratios = {seed: {name: margins[seed, True][name] / margins[seed, False][name] for name in ("benign", "harmful")}
+              for seed in UDM_SEEDS}
+    print(f"\n[udm margins] {margins}\n[udm ratios on / off] {ratios}")
+    report = json.loads((tmp_path / f"seed{UDM_SEEDS[0]}-True" / "bco_udm.json").read_text())
     assert report["classifier_balanced_accuracy"] > 0.6  # the shift is visible in the prompts
-    assert margins[True] > 1.05 * margins[False], margins
+    for seed, ratio in ratios.items():
+        assert ratio["benign"] > BENIGN_GAIN and ratio["harmful"] < HARMFUL_LOSS, (seed, ratios)

@@ -130,7 +130,7 @@ def test_data_parallel_matches_one_process_with_the_same_global_batch(ddp_run, s
     moved, difference = max_difference(ddp, base), max_difference(ddp, single)
     print(f"\n[DDP vs one process] max |weight difference| = {difference:.3g} (training moved weights by {moved:.3g})")
     assert moved > 1e-3, "training moved the weights"
-    assert difference < 1e-5
+    assert difference < 1e-5  # measured 2.8e-6 (docs/launching.md)
 
 
 def one_process_evaluation(run_dir: Path, out_dir: Path) -> dict[int, dict]:
@@ -210,7 +210,9 @@ def test_deepspeed_on_cpu_ends_close_to_data_parallel(tmp_path, deepspeed_ops, d
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-6"]
     difference = max_difference(final_weights(tmp_path), final_weights(ddp_run[0]))
     print(f"\n[ZeRO-{stage} vs DDP] max |weight difference| = {difference:.3g}")
-    assert difference < 1e-5  # training moves them by about 3e-3 (see the data-parallel test)
+    # Measured: 8.8e-7 (ZeRO-2) and 1.3e-6 (ZeRO-3) while training moves the weights by 3e-3; 5e-6 leaves
+    # room for another machine's summation order. docs/launching.md states the same tolerance.
+    assert difference < 5e-6
     if stage == 3:
         assert_hook_equals_one_process(tmp_path, tmp_path.parent / "alone", [0, 3, STEPS])
 
