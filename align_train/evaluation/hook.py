@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from align_train.distributed import on_main_process
 from align_train.evaluation.evaluator import Evaluator, headline
+from align_train.inference.sharding import reshard
 
 
 class EvaluationCallback(TrainerCallback):
@@ -44,7 +45,12 @@ class EvaluationCallback(TrainerCallback):
         if step in self.scored:
             return
         self.scored.append(step)
-        record = self.evaluator.evaluate(model, self.tokenizer, step, is_reference=is_reference, label=f"step {step}")
+        try:
+            record = self.evaluator.evaluate(model, self.tokenizer, step, is_reference=is_reference,
+                                             label=f"step {step}")
+        finally:
+            if model is not None:
+                reshard(model)
         if not state.is_world_process_zero:
             return
         numbers = {f"eval/{k}": v for k, v in headline(record).items()}

@@ -31,6 +31,16 @@ def parameters_sharded(model) -> bool:
     return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model) or isinstance(model, FSDPModule))
 
 
+def reshard(model) -> None:
+    """Give back the whole parameters an FSDP2 forward left gathered (its root keeps them after a forward that
+    no backward follows): after an evaluation every process holds its shard again, not the whole model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first (ties keep input order)."""
     if batch_size < 1:
