@@ -360,6 +360,14 @@ def observe_trl(cfg, env):
     return args.to_dict()
 
 
+def observe_logprobs(cfg, env):
+    """How the objective's trainer reads log-probs: the head installed on policy and reference."""
+    from align_train.objectives import make_objective
+
+    head = make_objective(cfg.objective).logprob_head()
+    return None if head is None else dataclasses.asdict(head)
+
+
 def observe_peft(cfg, env):
     from align_train.tuning import make_tuning
 
@@ -679,7 +687,7 @@ def observe_selector(path, overrides, env):
 
 
 OBSERVERS = {
-    "trl": observe_trl, "loss": observe_loss, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
+    "trl": observe_trl, "loss": observe_loss, "logprobs": observe_logprobs, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
@@ -692,6 +700,9 @@ CONSUMERS = [
     ("model.", ["loading"]),
     ("data.", ["data"]),
     ("objective.udm.", ["udm"]),
+    ("objective.chunked_logprobs", ["logprobs"]),
+    ("objective.logprob_vocab_chunk", ["logprobs"]),
+    ("objective.padding_free", ["logprobs"]),
     ("objective.", ["trl", "loss", "data"]),
     ("tuning.save_merged", ["saved"]),
     ("tuning.", ["peft", "tuning"]),

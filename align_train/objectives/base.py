@@ -14,6 +14,7 @@ from typing import Any
 
 from align_train.data import DataBundle
 from align_train.errors import ConfigError, DataError
+from align_train.inference.logprobs import LogprobHead, install_logprob_head
 
 
 class Objective(ABC):
@@ -96,7 +97,31 @@ class Objective(ABC):
         )
         if ref_model is not None:
             kwargs["ref_model"] = ref_model
-        return self.trainer_class(**kwargs)
+        trainer = self.trainer_class(**kwargs)
+        self.install_logprob_heads(trainer)
+        return trainer
+
+    # ----------------------------------------------------------------- reading log-probs
+
+    # The per-token fields the trainer reads from the policy's fused head (TRL's choice for its trainer).
+    logprob_outputs: tuple[str, ...] = ("log_probs",)
+
+    def logprob_head(self) -> LogprobHead | None:
+        """How the trainer reads log-probs: None keeps TRL's own fused head."""
+        if not self.cfg.chunked_logprobs:
+            return None
+        return LogprobHead(vocab_chunk=self.cfg.logprob_vocab_chunk, padding_free=self.cfg.padding_free)
+
+    def install_logprob_heads(self, trainer) -> None:
+        """Policy and reference read their log-probs through ``head`` (chunked, only labelled tokens)."""
+        head = self.logprob_head()
+        if head is None:
+            return
+        model = trainer.model
+        install_logprob_head(model.get_base_model() if hasattr(model, "get_base_model") else model, head,
+                             self.logprob_outputs)
+        if getattr(trainer, "ref_model", None) is not None:
+            install_logprob_head(trainer.ref_model, head, ("log_probs",))
 
 
 class ReferenceObjective(Objective):

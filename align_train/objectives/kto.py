@@ -28,6 +28,7 @@ class KTOObjective(ReferenceObjective):
     accepts = ("feedback",)
     config_class = KTOConfig
     trainer_class = KTOTrainer
+    logprob_outputs = ("log_probs", "entropy", "mean_logits")  # what KTOTrainer asks its head for
 
     def validate(self, run_cfg) -> None:
         super().validate(run_cfg)
