@@ -147,6 +147,8 @@ class ObjectiveConfig:
     # Each batch's rows packed into one row: position ids restart per sequence and attention stays inside
     # each sequence, so no padding token is computed (chosen and rejected of a pair, unpaired rows alike).
     padding_free: bool = False
+    # Batches of rows of similar length (transformers' LengthGroupedSampler): less padding when not padding-free.
+    group_by_length: bool = False
 
 
 @dataclass

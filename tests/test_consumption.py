@@ -364,8 +364,17 @@ def observe_logprobs(cfg, env):
     """How the objective's trainer reads log-probs: the head installed on policy and reference."""
     from align_train.objectives import make_objective
 
-    head = make_objective(cfg.objective).logprob_head()
-    return None if head is None else dataclasses.asdict(head)
+    from align_train.objectives import base
+
+    objective = make_objective(cfg.objective)
+    head = objective.logprob_head()
+    grouped = []
+    env["monkeypatch"].setattr(base, "group_by_length", grouped.append)
+    trainer = SimpleNamespace(model=copy.deepcopy(env["tiny"][0]), ref_model=None)
+    objective.trainer_class = lambda **kwargs: trainer
+    objective.build_trainer(trainer.model, None, None, SimpleNamespace(train=None, eval=None, report={}), None, [])
+    return {"head": None if head is None else dataclasses.asdict(head), "grouped": len(grouped),
+            "installed": str(getattr(trainer.model, "_align_train_logprob_head", None))}
 
 
 def observe_peft(cfg, env):
@@ -703,6 +712,7 @@ CONSUMERS = [
     ("objective.chunked_logprobs", ["logprobs"]),
     ("objective.logprob_vocab_chunk", ["logprobs"]),
     ("objective.padding_free", ["logprobs"]),
+    ("objective.group_by_length", ["logprobs"]),
     ("objective.", ["trl", "loss", "data"]),
     ("tuning.save_merged", ["saved"]),
     ("tuning.", ["peft", "tuning"]),

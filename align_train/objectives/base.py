@@ -99,6 +99,8 @@ class Objective(ABC):
             kwargs["ref_model"] = ref_model
         trainer = self.trainer_class(**kwargs)
         self.install_logprob_heads(trainer)
+        if self.cfg.group_by_length:
+            group_by_length(trainer)
         return trainer
 
     # ----------------------------------------------------------------- reading log-probs
@@ -134,6 +136,25 @@ class ReferenceObjective(Objective):
     def needs_reference_model(self) -> bool:
         # Precomputed reference log-probs are taken from the policy before its first step: no copy needed.
         return not self.cfg.precompute_ref_log_probs
+
+
+def group_by_length(trainer) -> None:
+    """Training batches of rows of similar length: transformers' LengthGroupedSampler over the tokenised rows.
+
+    A row's length is that of all its token-id columns together (prompt + chosen + rejected for a pair).
+    The trainer drops those columns before it builds its sampler, so the lengths are read here, once.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    dataset = trainer.train_dataset
+    columns = [c for c in dataset.column_names if c.endswith("input_ids") or c.endswith("_ids")]
+    lengths = [sum(len(row[c]) for c in columns) for row in dataset.select_columns(columns)]
+    args = trainer.args
+
+    def sampler(train_dataset=None):
+        return LengthGroupedSampler(args.train_batch_size * args.gradient_accumulation_steps, lengths=lengths)
+
+    trainer._get_train_sampler = sampler
 
 
 def label_counts(data: DataBundle, objective: str, why: str = "") -> tuple[int, int]:
