@@ -521,8 +521,47 @@ def part_padding_free(work: Path, quick: bool) -> dict:
                                                                      trl["losses"]))}
 
 
+def part_head(work: Path, quick: bool) -> dict:
+    """The output projection and log-probs alone, forward and backward, TRL's fused head against ours, interleaved
+    in one process (steadier than whole steps on a shared machine)."""
+    import copy
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from align_train.inference.logprobs import LogprobHead, install_logprob_head
+
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")  # what DPOTrainer asks for
+    trl_model = AutoModelForCausalLM.from_pretrained(build_vocab_model(work / "llama-128k", 128256))
+    add_fused_lm_head(trl_model, outputs=outputs)
+    ours = copy.deepcopy(trl_model)
+    install_logprob_head(ours, LogprobHead(), outputs)
+    torch.manual_seed(0)
+    ids = torch.randint(5, 2000, (2, 1024))  # a pair at 1,024 tokens, the first 400 of each the prompt
+    labels = ids.clone()
+    labels[:, :400] = -100
+
+    def timed(model):
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True
+              ).log_probs.sum().backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    times = {"plain_trl": [], "align_train": []}
+    for _ in range(3 if quick else 6):
+        times["plain_trl"].append(timed(trl_model))
+        times["align_train"].append(timed(ours))
+    return {"setup": {"model": {**VOCAB_MODEL, "vocab_size": 128256}, "sequences": 2, "tokens_each": 1024, "prompt_tokens_each": 400},
+            "seconds": times, "time_ratio_vs_trl": statistics.median(times["align_train"])
+            / statistics.median(times["plain_trl"])}
+
+
 PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "nest": part_nest,
-         "gpu": part_gpu, "memory": part_memory, "padding_free": part_padding_free}
+         "gpu": part_gpu, "memory": part_memory, "padding_free": part_padding_free,
+         "head": part_head}
 
 
 def main(argv: list[str] | None = None) -> None:
