@@ -152,6 +152,16 @@ class ObjectiveConfig:
     """Base of all objectives: ``name`` picks the adapter from the objective registry."""
 
     name: str = MISSING
+    # Per-token log-probs of policy and reference: only labelled tokens go through the output projection,
+    # logprob_vocab_chunk vocabulary columns at a time (recomputed in backward), so no (batch x length x
+    # vocabulary) logits exist. false: TRL's fused head (every position, 32,768 columns at a time).
+    chunked_logprobs: bool = True
+    logprob_vocab_chunk: int = bounded(8192, COUNT)
+    # Each batch's rows packed into one row: position ids restart per sequence and attention stays inside
+    # each sequence, so no padding token is computed (chosen and rejected of a pair, unpaired rows alike).
+    padding_free: bool = False
+    # Batches of rows of similar length (transformers' LengthGroupedSampler): less padding when not padding-free.
+    group_by_length: bool = False
 
 
 @dataclass
@@ -202,7 +212,6 @@ class DPOObjectiveConfig(ObjectiveConfig):
     # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
     # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
     ref_cache: bool = True
-    padding_free: bool = trl(False)
     sync_ref_model: bool = trl(False)
     ref_model_mixup_alpha: float = trl(0.6, bound=UNIT)
     ref_model_sync_steps: int = trl(512, bound=COUNT)

@@ -492,8 +492,156 @@ def part_data_loading(work: Path, quick: bool) -> dict:
     return measure(20_000 if quick else 1_000_000, work / "data")
 
 
+# Real vocabularies on a model with few layers, so that the output projection's cost shows as it does on
+# real models and the whole fits on a CPU: a random 2-layer, 256-wide Llama.
+VOCAB_MODEL = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "head_dim": 64, "tie_word_embeddings": False,
+               "max_position_embeddings": 4096}
+SENTENCE = " The quick brown fox checks every step of the plan before moving on."  # 20 tokens
+
+
+def build_vocab_model(directory: Path, vocab: int) -> Path:
+    """``VOCAB_MODEL`` with a ``vocab``-token output projection, seeded random weights, the tiny tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if (directory / "model.safetensors").is_file():
+        return directory
+    config = AutoConfig.from_pretrained(ROOT / "data" / "tiny-llama")
+    for key, value in {**VOCAB_MODEL, "vocab_size": vocab}.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(ROOT / "data" / "tiny-llama").save_pretrained(directory)
+    return directory
+
+
+def text_of(tokens: int) -> str:
+    return SENTENCE * max(1, round(tokens / 20))
+
+
+def lognormal_pairs(n: int, seed: int = 0, cap: int = 2000) -> list[dict]:
+    """Prompt and answer lengths drawn log-normal, shaped like UltraFeedback's (prompt median ~120 tokens,
+    answers ~250, long right tails), each pair at most ``cap`` tokens long."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        prompt = min(int(rng.lognormvariate(4.8, 0.9)), cap // 2)
+        chosen, rejected = (min(int(rng.lognormvariate(5.5, 0.7)), cap - prompt) for _ in range(2))
+        rows.append({"prompt": f"Question {i}:" + text_of(prompt), "chosen": "Answer:" + text_of(chosen),
+                     "rejected": "Reply:" + text_of(rejected)})
+    return rows
+
+
+def compare_with_trl(work: Path, name: str, model: Path, rows: Path, steps: int, batch: int, max_length: int,
+                     align_cases: dict[str, list[str]], repeats: int) -> dict:
+    """align-train cases and plain TRL DPO on the same model, rows (in training order) and seed, interleaved."""
+    overrides = [*dpo_overrides(model, rows, steps, batch, batch), f"model.max_length={max_length}"]
+    ordered = write_rows(training_order(rows, overrides), work / f"{name}-in-training-order.jsonl")
+    results = {case: [] for case in ["plain_trl", *align_cases]}
+    for i in range(repeats):
+        for case, extra in align_cases.items():
+            results[case].append(run_case({"kind": "align", "overrides": [*overrides, *extra],
+                                           "out": str(work / f"{name}-{case}-{i}")}))
+        results["plain_trl"].append(run_case({"kind": "trl_dpo", "model": str(model), "rows": str(ordered),
+                                              "out": str(work / f"{name}-trl-{i}"), "steps": steps,
+                                              "global_batch": batch, "per_device": batch,
+                                              "max_length": max_length}))
+
+    def figures(runs):
+        return {"step_s": statistics.median(median_step(r, skip=1) for r in runs),
+                "step_times": [r["step_times"] for r in runs],
+                # what training adds once the models are loaded: optimizer state, gradients, activations, logits
+                "peak_above_loaded_mb": statistics.median(r["peak_rss_mb"] - r["rss_at_train_begin_mb"]
+                                                          for r in runs),
+                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+                "losses": runs[0]["losses"]}
+
+    return {case: figures(runs) for case, runs in results.items()}
+
+
+def part_memory(work: Path, quick: bool) -> dict:
+    """Peak memory and step time against TRL's DPOTrainer at a 128,256-token vocabulary and 1,024 tokens."""
+    model = build_vocab_model(work / "llama-128k", 128256)
+    steps, repeats = (3, 1) if quick else (5, 2)
+    # prompt ~400 tokens, answers long enough that every sequence is cut at 1,024
+    rows = write_rows([{"prompt": f"Question {i}:" + text_of(400), "chosen": "Answer:" + text_of(1200),
+                        "rejected": "Reply:" + text_of(1200)} for i in range(steps)], work / "memory-pairs.jsonl")
+    cases = compare_with_trl(work, "memory", model, rows, steps, 1, 1024, {"align_train": []}, repeats)
+    ours, trl = cases["align_train"], cases["plain_trl"]
+    diff = max(abs(a - b) for a, b in zip(ours["losses"], trl["losses"]))
+    return {"setup": {"model": {**VOCAB_MODEL, "vocab_size": 128256}, "sequence_tokens": 1024, "batch_pairs": 1,
+                      "steps": steps, "repeats": repeats, "objective": "dpo sigmoid, full tuning, reference copy",
+                      "note": "peak = peak RSS minus RSS when training begins (models loaded); step time = median "
+                              "over steps after the first, median over interleaved repeats"},
+            "cases": cases,
+            "peak_memory_ratio_vs_trl": ours["peak_above_loaded_mb"] / trl["peak_above_loaded_mb"],
+            "step_time_ratio_vs_trl": ours["step_s"] / trl["step_s"],
+            "loss_max_abs_difference": diff}
+
+
+def part_padding_free(work: Path, quick: bool) -> dict:
+    """Padding-free batches against TRL's padded DPO on a log-normal length mix."""
+    model = build_vocab_model(work / "llama-32k", 32000)
+    steps, repeats, batch, max_length = (3, 1, 2, 1024) if quick else (6, 2, 4, 2048)
+    rows = write_rows(lognormal_pairs(steps * batch), work / "lognormal-pairs.jsonl")
+    cases = compare_with_trl(work, "padfree", model, rows, steps, batch, max_length,
+                             {"align_train_padded": [], "align_train_padding_free": ["objective.padding_free=true"]},
+                             repeats)
+    trl = cases["plain_trl"]
+    return {"setup": {"model": {**VOCAB_MODEL, "vocab_size": 32000}, "max_length": max_length, "batch_pairs": batch,
+                      "steps": steps, "repeats": repeats, "lengths": "log-normal prompt (mu 4.8, sigma 0.9) and "
+                      "answers (mu 5.5, sigma 0.7), pairs capped at 2,000 tokens"},
+            "cases": cases,
+            "step_time_ratio_vs_trl": cases["align_train_padding_free"]["step_s"] / trl["step_s"],
+            "padded_step_time_ratio_vs_trl": cases["align_train_padded"]["step_s"] / trl["step_s"],
+            "loss_max_abs_difference": max(abs(a - b) for a, b in zip(cases["align_train_padding_free"]["losses"],
+                                                                     trl["losses"]))}
+
+
+def part_head(work: Path, quick: bool) -> dict:
+    """The output projection and log-probs alone, forward and backward, TRL's fused head against ours, interleaved
+    in one process (steadier than whole steps on a shared machine)."""
+    import copy
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from align_train.inference.logprobs import LogprobHead, install_logprob_head
+
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")  # what DPOTrainer asks for
+    trl_model = AutoModelForCausalLM.from_pretrained(build_vocab_model(work / "llama-128k", 128256))
+    add_fused_lm_head(trl_model, outputs=outputs)
+    ours = copy.deepcopy(trl_model)
+    install_logprob_head(ours, LogprobHead(), outputs)
+    torch.manual_seed(0)
+    ids = torch.randint(5, 2000, (2, 1024))  # a pair at 1,024 tokens, the first 400 of each the prompt
+    labels = ids.clone()
+    labels[:, :400] = -100
+
+    def timed(model):
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True
+              ).log_probs.sum().backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    times = {"plain_trl": [], "align_train": []}
+    for _ in range(3 if quick else 6):
+        times["plain_trl"].append(timed(trl_model))
+        times["align_train"].append(timed(ours))
+    return {"setup": {"model": {**VOCAB_MODEL, "vocab_size": 128256}, "sequences": 2, "tokens_each": 1024, "prompt_tokens_each": 400},
+            "seconds": times, "time_ratio_vs_trl": statistics.median(times["align_train"])
+            / statistics.median(times["plain_trl"])}
+
+
 PARTS = {"overhead": part_overhead, "defaults": part_defaults, "scaling": part_scaling, "nest": part_nest,
-         "gpu": part_gpu, "data_loading": part_data_loading, "sweep": part_sweep}
+         "gpu": part_gpu, "data_loading": part_data_loading, "sweep": part_sweep, "memory": part_memory,
+         "padding_free": part_padding_free, "head": part_head}
 
 
 def main(argv: list[str] | None = None) -> None:

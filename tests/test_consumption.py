@@ -381,6 +381,23 @@ def observe_trl(cfg, env):
     return args.to_dict()
 
 
+def observe_logprobs(cfg, env):
+    """How the objective's trainer reads log-probs: the head installed on policy and reference."""
+    from align_train.objectives import make_objective
+
+    from align_train.objectives import base
+
+    objective = make_objective(cfg.objective)
+    head = objective.logprob_head()
+    grouped = []
+    env["monkeypatch"].setattr(base, "group_by_length", grouped.append)
+    trainer = SimpleNamespace(model=copy.deepcopy(env["tiny"][0]), ref_model=None)
+    objective.trainer_class = lambda **kwargs: trainer
+    objective.build_trainer(trainer.model, None, None, SimpleNamespace(train=None, eval=None, report={}), None, [])
+    return {"head": None if head is None else dataclasses.asdict(head), "grouped": len(grouped),
+            "installed": str(getattr(trainer.model, "_align_train_logprob_head", None))}
+
+
 def observe_peft(cfg, env):
     from align_train.tuning import make_tuning
 
@@ -757,7 +774,7 @@ def observe_selector(path, overrides, env):
 
 
 OBSERVERS = {
-    "trl": observe_trl, "loss": observe_loss, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
+    "trl": observe_trl, "loss": observe_loss, "logprobs": observe_logprobs, "peft": observe_peft, "data": observe_data, "loading": observe_loading,
     "eval": observe_eval, "eval_failure": observe_eval_failure, "hook": observe_hook,
     "evaluator": observe_built_evaluator, "callbacks": observe_callbacks,
     "logger": observe_logger, "hub": observe_hub, "udm": observe_udm, "tuning": observe_tuning, "saved": observe_saved,
@@ -771,6 +788,10 @@ CONSUMERS = [
     ("data.", ["data"]),
     ("objective.udm.", ["udm"]),
     ("objective.ref_cache", ["ref_cache"]),
+    ("objective.chunked_logprobs", ["logprobs"]),
+    ("objective.logprob_vocab_chunk", ["logprobs"]),
+    ("objective.padding_free", ["logprobs"]),
+    ("objective.group_by_length", ["logprobs"]),
     ("objective.", ["trl", "loss", "data"]),
     ("tuning.save_merged", ["saved"]),
     ("tuning.", ["peft", "tuning"]),

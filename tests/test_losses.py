@@ -171,7 +171,7 @@ def test_every_trl_dpo_loss_type_trains(tmp_path, loss_type):
 
 
 def test_padding_free_dpo_gives_the_padded_loss(tmp_path):
-    """TRL falls back to padded batches for padding_free DPO: the loss must be the same either way."""
+    """Padding-free DPO packs each batch into one row: the loss is the padded batch's."""
     overrides = ["recipe=tiny/dpo", "train.global_batch_size=4", "train.per_device_batch_size=4"]
     padded, *_ = trainer_loss(compose_config(*overrides), pairs(4), tmp_path / "a", "preference")
     free, *_ = trainer_loss(compose_config(*overrides, "objective.padding_free=true"), pairs(4), tmp_path / "b", "preference")

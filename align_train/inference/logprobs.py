@@ -8,6 +8,10 @@ by EOS. Only completion tokens are scored.
 
 from __future__ import annotations
 
+import functools
+import types
+from dataclasses import dataclass
+
 import torch
 
 from align_train.inference.sharding import map_batches, parameters_sharded
@@ -112,3 +116,125 @@ def continuation_nll(model, prompt_seqs: list[list[int]], continuation_seqs: lis
                            lockstep=parameters_sharded(model))
     finally:
         model.train(was_training)
+
+
+# --------------------------------------------------------------------------- training-time log-probs
+
+# The per-token fields TRL's trainers read from their fused LM head's output.
+ALL_OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+@dataclass(frozen=True)
+class LogprobHead:
+    """How training reads per-token log-probs from a model (``install_logprob_head``).
+
+    ``vocab_chunk``: vocabulary columns of the output projection per tile; the largest logits
+    tensor that exists at once is (scored tokens x vocab_chunk), never (batch x length x vocabulary).
+    ``padding_free``: the rows of a batch are packed into one row (position ids restarting per
+    sequence, attention kept inside each sequence) so no padding token is computed.
+    """
+
+    vocab_chunk: int = 8192
+    padding_free: bool = False
+
+
+def install_logprob_head(model, head: LogprobHead, outputs: tuple[str, ...] = ALL_OUTPUTS) -> None:
+    """Make ``model(..., labels=..., fused_lm_head=True)`` read log-probs through ``compact_token_logprobs``.
+
+    TRL's trainers call their models this way after ``trl.trainer.utils.add_fused_lm_head``; its
+    head projects every position, prompt and padding included, in (tokens x 32,768) tiles. This one
+    projects only the positions that have a label, in (scored tokens x ``head.vocab_chunk``) tiles,
+    optionally on a packed row, through TRL's own chunked kernel (recomputed in backward), and
+    returns the same fields. Calls without ``fused_lm_head`` (generation, evaluation) are untouched.
+    """
+    previous = model.forward
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
+                **kwargs):
+        if not fused_lm_head or args or not _plain_head(self.config.get_text_config()):
+            # generation and evaluation, positional calls, MoE aux losses and rescaled logits: TRL's head
+            return previous(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                            num_items_in_batch=num_items_in_batch, **kwargs)
+        return compact_token_logprobs(self, labels=labels, shift_labels=shift_labels,
+                                      num_items_in_batch=num_items_in_batch, head=head, outputs=outputs, **kwargs)
+
+    model.forward = types.MethodType(forward, model)
+    model._align_train_logprob_head = head
+
+
+def _plain_head(text_config) -> bool:
+    """Logits are the output projection as it is (no MoE router loss, no logit multiplier TRL knows of)."""
+    return not any(getattr(text_config, name, None) for name in (
+        "output_router_logits", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+
+
+def logprob_head_of(model) -> LogprobHead | None:
+    return getattr(model, "_align_train_logprob_head", None)
+
+
+def pack_rows(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the real tokens of each row, in row order; their position ids, restarting at 0 in every row)."""
+    keep = attention_mask.bool()
+    positions = keep.long().cumsum(1) - 1
+    return keep, positions[keep].unsqueeze(0)
+
+
+def compact_token_logprobs(model, input_ids, labels=None, shift_labels=None, num_items_in_batch=None,
+                           attention_mask=None, position_ids=None, head: LogprobHead = LogprobHead(),
+                           outputs: tuple[str, ...] = ALL_OUTPUTS, **kwargs):
+    """TRL's ``FusedCausalLMOutput`` for ``input_ids``, computing logits only for labelled positions.
+
+    ``labels`` are shifted here (the label of position t scores the prediction at t - 1);
+    ``shift_labels`` are already aligned. Positions labelled -100 get log-prob 0, as in TRL.
+    """
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
+
+    text_config = model.config.get_text_config()
+    batch, length = input_ids.shape
+    if shift_labels is None:
+        aligned = torch.cat([labels[:, 1:], labels.new_full((batch, 1), -100)], dim=1)
+    else:
+        aligned = shift_labels
+    kwargs["use_cache"] = False
+    packed = head.padding_free and attention_mask is not None and position_ids is None and attention_mask.dim() == 2
+    if packed:
+        # One row; transformers sees position ids restarting without a 2D mask and keeps attention inside each
+        # sequence (a block-diagonal causal mask for eager and sdpa, varlen kernels for flash attention).
+        keep, positions = pack_rows(attention_mask)
+        hidden = model.base_model(input_ids=input_ids[keep].unsqueeze(0), position_ids=positions, **kwargs)
+        row_labels = aligned[keep]
+    else:
+        keep = None
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  **kwargs)
+        row_labels = aligned.reshape(-1)
+    hidden = hidden.last_hidden_state.reshape(-1, hidden.last_hidden_state.size(-1))
+    scored = row_labels != -100
+    lm_head = model.get_output_embeddings()
+    weight, bias = lm_head.weight, lm_head.bias
+    if hasattr(weight, "full_tensor"):  # FSDP2 DTensor: gather the head once, as TRL does
+        weight = weight.full_tensor()
+        bias = bias.full_tensor() if bias is not None else None
+    with maybe_gather_lm_head_ctx(weight, bias):
+        values = ChunkedLogProbFunction.apply(
+            hidden[scored].to(weight.device), weight, bias, row_labels[scored].to(weight.device), 1.0,
+            head.vocab_chunk, getattr(text_config, "final_logit_softcapping", None), 1.0, outputs)
+    # Back to the (batch, length) grid, zero where nothing is scored; masked_scatter keeps an all-masked batch
+    # connected to the model.
+    grid = torch.zeros(batch, length, dtype=torch.bool, device=aligned.device)
+    if packed:
+        grid[keep] = scored
+    else:
+        grid = scored.view(batch, length)
+    fields = [None if v is None else v.new_zeros(batch, length).masked_scatter(grid, v) for v in values]
+    mask = grid
+    if shift_labels is None:
+        fields = [None if f is None else f[:, :-1] for f in fields]
+        mask = grid[:, :-1]
+    log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1 = fields
+    denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    return FusedCausalLMOutput(loss=-log_probs.sum() / denominator, log_probs=log_probs, entropy=entropy,
+                               log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits,
+                               is_top1=None if is_top1 is None else is_top1.bool(), label_mask=mask)

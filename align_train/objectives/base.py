@@ -14,6 +14,7 @@ from typing import Any
 
 from align_train.data import DataBundle
 from align_train.errors import ConfigError, DataError
+from align_train.inference.logprobs import LogprobHead, install_logprob_head
 
 
 class Objective(ABC):
@@ -106,11 +107,37 @@ class Objective(ABC):
         )
         if ref_model is not None:
             kwargs["ref_model"] = ref_model
-        return self.trainer_class_for(args)(**kwargs)
+        trainer = self.trainer_class_for(args)(**kwargs)
+        self.install_logprob_heads(trainer)
+        if self.cfg.group_by_length:
+            group_by_length(trainer)
+        return trainer
 
     def trainer_class_for(self, args) -> type:
         """The trainer class for these arguments (``args.output_dir`` is the run directory)."""
         return self.trainer_class
+
+    # ----------------------------------------------------------------- reading log-probs
+
+    # The per-token fields the trainer reads from the policy's fused head (TRL's choice for its trainer).
+    logprob_outputs: tuple[str, ...] = ("log_probs",)
+
+    def logprob_head(self) -> LogprobHead | None:
+        """How the trainer reads log-probs: None keeps TRL's own fused head."""
+        if not self.cfg.chunked_logprobs:
+            return None
+        return LogprobHead(vocab_chunk=self.cfg.logprob_vocab_chunk, padding_free=self.cfg.padding_free)
+
+    def install_logprob_heads(self, trainer) -> None:
+        """Policy and reference read their log-probs through ``head`` (chunked, only labelled tokens)."""
+        head = self.logprob_head()
+        if head is None:
+            return
+        model = trainer.model
+        install_logprob_head(model.get_base_model() if hasattr(model, "get_base_model") else model, head,
+                             self.logprob_outputs)
+        if getattr(trainer, "ref_model", None) is not None:
+            install_logprob_head(trainer.ref_model, head, ("log_probs",))
 
 
 class ReferenceObjective(Objective):
@@ -138,6 +165,25 @@ class ReferenceObjective(Objective):
 
         cache = self.reference_cache(args.output_dir)
         return self.trainer_class if cache is None else with_reference_cache(self.trainer_class, cache)
+
+
+def group_by_length(trainer) -> None:
+    """Training batches of rows of similar length: transformers' LengthGroupedSampler over the tokenised rows.
+
+    A row's length is that of all its token-id columns together (prompt + chosen + rejected for a pair).
+    The trainer drops those columns before it builds its sampler, so the lengths are read here, once.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    dataset = trainer.train_dataset
+    columns = [c for c in dataset.column_names if c.endswith("input_ids") or c.endswith("_ids")]
+    lengths = [sum(len(row[c]) for c in columns) for row in dataset.select_columns(columns)]
+    args = trainer.args
+
+    def sampler(train_dataset=None):
+        return LengthGroupedSampler(args.train_batch_size * args.gradient_accumulation_steps, lengths=lengths)
+
+    trainer._get_train_sampler = sampler
 
 
 def label_counts(data: DataBundle, objective: str, why: str = "") -> tuple[int, int]:

@@ -34,6 +34,11 @@ class DPOObjective(ReferenceObjective):
     config_class = DPOConfig
     trainer_class = DPOTrainer
 
+    @property
+    def logprob_outputs(self) -> tuple[str, ...]:  # what DPOTrainer asks its head for (metrics, WPO weights)
+        weighting = ("log_sum_sq_probs",) if self.cfg.use_weighting else ()
+        return ("log_probs", "entropy", "mean_logits", "is_top1", *weighting)
+
     def validate(self, run_cfg) -> None:
         super().validate(run_cfg)
         cfg = self.cfg

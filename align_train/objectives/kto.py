@@ -28,11 +28,15 @@ class KTOObjective(ReferenceObjective):
     accepts = ("feedback",)
     config_class = KTOConfig
     trainer_class = KTOTrainer
+    logprob_outputs = ("log_probs", "entropy", "mean_logits")  # what KTOTrainer asks its head for
 
     def validate(self, run_cfg) -> None:
         super().validate(run_cfg)
         cfg = self.cfg
         check_choice("objective.loss_type", cfg.loss_type, trl_kto_loss_types())
+        if cfg.group_by_length and cfg.loss_type == "kto":
+            raise ConfigError("objective.group_by_length cannot be used with KTO's loss_type=kto: its KL estimate "
+                              "pairs neighbouring rows in a fixed order")
         if cfg.desirable_weight <= 0 or cfg.undesirable_weight <= 0:
             raise ConfigError("objective.desirable_weight and objective.undesirable_weight must be > 0")
         if cfg.loss_type == "kto" and run_cfg.train.per_device_batch_size < 2:

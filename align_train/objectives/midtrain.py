@@ -22,6 +22,7 @@ class MidtrainObjective(Objective):
     accepts = ("documents",)
     config_class = SFTConfig
     trainer_class = SFTTrainer
+    logprob_outputs = ("log_probs", "entropy", "is_top1")  # what SFTTrainer asks its head for
 
     def validate(self, run_cfg) -> None:
         check_choice("objective.packing_strategy", self.cfg.packing_strategy, PACKING_STRATEGIES)

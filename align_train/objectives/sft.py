@@ -14,6 +14,7 @@ class SFTObjective(Objective):
     accepts = ("messages", "documents")
     config_class = SFTConfig
     trainer_class = SFTTrainer
+    logprob_outputs = ("log_probs", "entropy", "is_top1")  # what SFTTrainer asks its head for
 
     def check_data(self, data: DataBundle, tokenizer) -> list[str]:
         warnings = super().check_data(data, tokenizer)
