@@ -305,10 +305,11 @@ def real_architecture_counts() -> dict:
     architecture built on the meta device: shapes without memory."""
     import torch
     from omegaconf import OmegaConf
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from align_train.config import LoraTuningConfig, NestTuningConfig
+    from align_train.tuning.lora import LoraTuning
 
     lora_defaults, nest_defaults = LoraTuningConfig(), OmegaConf.structured(NestTuningConfig())
     counts = {}
@@ -317,8 +318,10 @@ def real_architecture_counts() -> dict:
         with torch.device("meta"):
             lora_base, nest_base = AutoModelForCausalLM.from_config(config), AutoModelForCausalLM.from_config(config)
         total = sum(p.numel() for p in lora_base.parameters())
-        lora = get_peft_model(lora_base, LoraConfig(r=lora_defaults.r, lora_alpha=lora_defaults.alpha,
-                                                    target_modules=list(lora_defaults.target_modules)))
+        # the strategy's own peft config: its target presets (attention, mlp) resolved against this model
+        lora_strategy = LoraTuning(OmegaConf.structured(lora_defaults))
+        lora_strategy.targets = lora_strategy.resolve_targets(lora_base)
+        lora = get_peft_model(lora_base, lora_strategy.peft_config())
         nest = nest_on_meta(nest_base, nest_defaults)
         trainable = {kind: [p for p in m.parameters() if p.requires_grad] for kind, m in (("lora", lora), ("nest", nest))}
         assert all(p.is_meta for ps in trainable.values() for p in ps), "counted on the meta device, nothing allocated"

@@ -392,7 +392,7 @@ def observe_logprobs(cfg, env):
     grouped = []
     env["monkeypatch"].setattr(base, "group_by_length", grouped.append)
     trainer = SimpleNamespace(model=copy.deepcopy(env["tiny"][0]), ref_model=None)
-    objective.trainer_class = lambda **kwargs: trainer
+    objective.trainer_class_for = lambda args: (lambda **kwargs: trainer)
     objective.build_trainer(trainer.model, None, None, SimpleNamespace(train=None, eval=None, report={}), None, [])
     return {"head": None if head is None else dataclasses.asdict(head), "grouped": len(grouped),
             "installed": str(getattr(trainer.model, "_align_train_logprob_head", None))}
