@@ -110,7 +110,7 @@ CONFIG_CASES = [
     (["eval=tiny", "eval.latent_separation.lam=2"], "eval.latent_separation.lam"),
     (["eval=tiny", "eval.samples=-1"], "eval.samples"),
     (["+objective.bogus_key=1"], "objective.bogus_key"),
-    (["tuning=lora", "+tuning.use_dora=true"], "tuning.use_dora"),
+    (["tuning=lora", "+tuning.use_qalora=true"], "tuning.use_qalora"),
     (["+train.bogus=1"], "train.bogus"),
     (["+data.train.tiny_preference.bogus=1"], "data.train.tiny_preference.bogus"),
     (["+eval.refusal.judge.bogus=1"], "eval.refusal.judge.bogus"),
