@@ -44,3 +44,14 @@ def tiny_tokenizer():
     from align_train.models import load_tokenizer
 
     return load_tokenizer(compose_config().model)
+
+
+@pytest.fixture(autouse=True)
+def _console_names_align_train():
+    """An entry point run in-process (align-eval, align-data) renames the console's program for the rest of the
+    process; each test starts from align-train's."""
+    from align_train import console
+
+    console.PROGRAM[0] = "align-train"
+    yield
+    console.PROGRAM[0] = "align-train"

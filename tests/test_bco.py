@@ -315,10 +315,12 @@ def test_bco_raises_heldout_preference_accuracy(tmp_path):
 
 
 UDM_SEEDS = (2, 3, 4)  # order of the training rows for each pair of runs (train.seed changes nothing here)
-# Measured margin ratios, UDM on / off, for the 3 orders: benign 1.145 / 1.153 / 1.165 (mean 1.154, sd 0.010),
-# harmful 0.551 / 0.742 / 0.721 (mean 0.671, sd 0.105). The bounds are mean -/+ 3 sd.
-BENIGN_GAIN = 1.12  # UDM's benign margin over the plain run's, at least
-HARMFUL_LOSS = 0.98  # UDM's harmful margin over the plain run's, at most
+# Measured margin ratios, UDM on / off, for the 3 orders: benign 1.100 / 1.164 / 1.102, harmful 0.700 / 0.572 /
+# 0.769 (an earlier version of the training head gave 1.145 / 1.153 / 1.165 and 0.551 / 0.742 / 0.721: the
+# spread between versions is as large as between orders). The claim each order must meet: the benign margin
+# grows by more than 5% and the harmful one shrinks by more than 10%.
+BENIGN_GAIN = 1.05  # UDM's benign margin over the plain run's, at least
+HARMFUL_LOSS = 0.90  # UDM's harmful margin over the plain run's, at most
 
 
 def test_udm_moves_the_margin_towards_the_starved_slice_for_every_seed(tmp_path):

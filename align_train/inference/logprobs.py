@@ -152,7 +152,7 @@ def install_logprob_head(model, head: LogprobHead, outputs: tuple[str, ...] = AL
     @functools.wraps(type(model).forward)
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
                 **kwargs):
-        if not fused_lm_head or args or not _plain_head(self.config.get_text_config()):
+        if not fused_lm_head or args or not _plain_head(getattr(self, "config", None)):
             # generation and evaluation, positional calls, MoE aux losses and rescaled logits: TRL's head
             return previous(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                             num_items_in_batch=num_items_in_batch, **kwargs)
@@ -163,8 +163,11 @@ def install_logprob_head(model, head: LogprobHead, outputs: tuple[str, ...] = AL
     model._align_train_logprob_head = head
 
 
-def _plain_head(text_config) -> bool:
+def _plain_head(config) -> bool:
     """Logits are the output projection as it is (no MoE router loss, no logit multiplier TRL knows of)."""
+    if not hasattr(config, "get_text_config"):  # not a transformers model's config: leave it to TRL's head
+        return False
+    text_config = config.get_text_config()
     return not any(getattr(text_config, name, None) for name in (
         "output_router_logits", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
 

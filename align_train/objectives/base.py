@@ -136,8 +136,9 @@ class Objective(ABC):
         model = trainer.model
         install_logprob_head(model.get_base_model() if hasattr(model, "get_base_model") else model, head,
                              self.logprob_outputs)
-        if getattr(trainer, "ref_model", None) is not None:
-            install_logprob_head(trainer.ref_model, head, ("log_probs",))
+        reference = getattr(trainer, "ref_model", None)
+        if reference is not None:  # under DeepSpeed the trainer holds it inside an engine (``.module``)
+            install_logprob_head(getattr(reference, "module", reference), head, ("log_probs",))
 
 
 class ReferenceObjective(Objective):
