@@ -15,8 +15,9 @@ setup:
 run: setup
 	$(PYTHON) -m align_train
 
+# Two workers, a test file each at a time (a file's module fixtures, such as its launcher runs, stay in one).
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 # Speed and memory against plain TRL, the defaults, cost growth, NeST vs LoRA vs full: bench/results/.
 bench: setup

@@ -261,7 +261,8 @@ def test_two_processes_train_the_same_vectors_as_one(tmp_path):
               "train.global_batch_size=8", "data.max_eval_rows=8", "train.use_cpu=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "align_train", *common,
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563", "-m",
+         "align_train", *common,
          "train.per_device_batch_size=4", f"output_dir={tmp_path / 'ddp'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
