@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 setup:
 	$(PIP) install -c constraints.txt "torch==2.13.0"
-	$(PIP) install -c constraints.txt -e ".[dev,wandb,deepspeed,slurm]"
+	$(PIP) install -c constraints.txt -e ".[dev,wandb,tensorboard,qlora,deepspeed,slurm]"
 
 run: setup
 	$(PYTHON) -m align_train

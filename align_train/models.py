@@ -87,8 +87,8 @@ def check_model_config(model_cfg, tuning_name: str, save_merged: bool = False) -
     except Exception as err:  # not installed, or no backend for this machine
         raise ConfigError(f"model.quantization={quantization} needs bitsandbytes, which cannot load here "
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'not installed'}); "
-                          "pip install bitsandbytes (its CPU backend runs 4-bit training on a CPU, slowly), or "
-                          "unset model.quantization") from None
+                          "pip install 'align-train[qlora]' (bitsandbytes; its CPU backend runs 4-bit training on a "
+                          "CPU, slowly), or unset model.quantization") from None
 
 
 # --------------------------------------------------------------------------- loading

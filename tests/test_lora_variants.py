@@ -139,5 +139,5 @@ def test_quantisation_without_bitsandbytes_names_the_key_and_the_reason(monkeypa
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"model.quantization=nf4 needs bitsandbytes, which cannot load here "
-                                          r"\((ModuleNotFoundError|ImportError).*pip install bitsandbytes"):
+                                          r"\((ModuleNotFoundError|ImportError).*pip install 'align-train\[qlora\]'"):
         validate_config(compose_config("recipe=tiny/dpo", "tuning=lora", "model.quantization=nf4"))

@@ -22,11 +22,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from align_train.errors import ConfigError, DataError
 from align_train.inference import load_side_model, pooled_hidden_states
@@ -52,6 +47,13 @@ class DensityRatio:
 def fit_density_ratio(desirable: np.ndarray, undesirable: np.ndarray, heldout_fraction: float = 0.2,
                       regularization: float = 0.01, seed: int = 0, min_prompts: int = 8) -> DensityRatio:
     """Fit the classifier desirable (1) vs undesirable (0) on prompt embeddings."""
+    # sklearn loads in about a second: only the runs that fit a classifier pay for it
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     check_enough_prompts("desirable", len(desirable), min_prompts)
     check_enough_prompts("undesirable", len(undesirable), min_prompts)
     X = np.concatenate([desirable, undesirable]).astype(np.float64)

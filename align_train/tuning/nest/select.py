@@ -16,10 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 
 @dataclass
@@ -34,6 +30,9 @@ class LayerSelection:
 
 def probe_z_scores(harmful: torch.Tensor, harmless: torch.Tensor, c: float) -> np.ndarray:
     """z-scored per-neuron weights of a logistic-regression probe (harmful = 1) on one layer."""
+    from sklearn.linear_model import LogisticRegression  # sklearn loads only where a probe is fitted
+    from sklearn.preprocessing import StandardScaler
+
     x = torch.cat([harmful, harmless]).double().numpy()
     y = np.r_[np.ones(len(harmful)), np.zeros(len(harmless))]
     x = StandardScaler().fit_transform(x)  # constant neurons become 0 and get weight 0
@@ -53,6 +52,9 @@ def select_neurons(z: np.ndarray, threshold: float, cap: int | None) -> np.ndarr
 
 def cluster_neurons(profiles: torch.Tensor, k: int, seed: int) -> np.ndarray:
     """k-means labels of neurons (rows of ``profiles``: activations over the probe prompts)."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
     k = min(k, len(profiles))
     x = profiles.double().numpy()
     x = x - x.mean(axis=1, keepdims=True)
