@@ -138,6 +138,8 @@ class DataConfig:
     # A row with an empty prompt / completion / missing field is an error; with this set it is skipped,
     # and the count is printed and written to the run directory.
     skip_invalid_rows: bool = False
+    # The held-out split, the weights' sampling and the order of the training rows (which is the order KTO and BCO
+    # read them in: their batches are sequential).
     seed: int = bounded(42, SEED)
     # A directory holding hub datasets as <owner>/<name>/ in their hub file layout (as `huggingface-cli download
     # --repo-type dataset` writes them): a source naming a hub dataset is read from there, never from the hub.
@@ -377,6 +379,8 @@ class TrainConfig:
     weight_decay: float = bounded(0.0, NON_NEGATIVE)
     max_grad_norm: float = bounded(1.0, NON_NEGATIVE)  # 0: no clipping
     optim: str = "adamw_torch"  # any of transformers' optimizer names
+    # What is random in training: a random init, dropout, the sampler's batch order (SFT, DPO and its kin). A run
+    # with a pretrained, dropout-free model and sequential batches (KTO, BCO) has nothing random for it to seed.
     seed: int = bounded(42, SEED)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed-precision autocast)
     logging_steps: int = bounded(5, COUNT)

@@ -314,7 +314,7 @@ def test_bco_raises_heldout_preference_accuracy(tmp_path):
     assert result.after["reward_accuracy"] >= 0.9
 
 
-UDM_SEEDS = (2, 3, 4)  # order of the training rows for each pair of runs (train.seed changes nothing here)
+UDM_SEEDS = (2, 3, 4)  # order of the training rows for each pair of runs (BCO reads them in order: see data.seed)
 # Measured margin ratios, UDM on / off, for the 3 orders: benign 1.100 / 1.164 / 1.102, harmful 0.700 / 0.572 /
 # 0.769 (an earlier version of the training head gave 1.145 / 1.153 / 1.165 and 0.551 / 0.742 / 0.721: the
 # spread between versions is as large as between orders). The claim each order must meet: the benign margin
