@@ -15,9 +15,10 @@ setup:
 run: setup
 	$(PYTHON) -m align_train
 
-# Two workers, a test file each at a time (a file's module fixtures, such as its launcher runs, stay in one).
+# Two workers, a test file each at a time (a file's module fixtures, such as its launcher runs, stay in one), the
+# slowest files first (tests/conftest.py orders them).
 test: setup
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Speed and memory against plain TRL, the defaults, cost growth, NeST vs LoRA vs full: bench/results/.
 bench: setup
