@@ -122,6 +122,9 @@ class SourceConfig:
     columns: Dict[str, str] = field(default_factory=dict)  # {column in the source: field of the format}
     # Multiplier on the source's size: 0.5 samples half its rows, 2.0 repeats it twice, 1.0 takes it as is.
     weight: float = bounded(1.0, POSITIVE)
+    # Read as a stream while training runs (midtrain's document corpora; weights become each source's share of the
+    # documents drawn; needs train.max_steps): see align_train/data/streaming.py.
+    streaming: bool = False
     # Bundled example data (the tiny_* data groups): trains only while no other training source is
     # configured, so a recipe or command line that names its own sources never gets it mixed in.
     fallback: bool = False

@@ -278,7 +278,7 @@ def data_section(cfg, report) -> list[str]:
         shown = f"[{path}](https://huggingface.co/datasets/{path})" if hub_id_of(path) and not is_local(path) else \
             shown_path(path)
         lines.append(f"| {key} | {shown} | {found.get('format') or source.get('format') or 'auto'} | "
-                     f"{found.get('train_rows', '?')} |")
+                     f"{'streamed' if found.get('streamed') else found.get('train_rows', '?')} |")
     lines.append("")
     total = report.get("train_rows")
     if total is not None:

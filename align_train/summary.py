@@ -39,7 +39,8 @@ class RunResult:
             f"align-train: {self.recipe}  ({self.objective} + {self.tuning})",
             f"  model       {self.model}",
             f"  parameters  {p['trainable']:,} trainable of {p['total']:,} ({share:.2f}%)",
-            f"  data        {self.data.get('train_rows', 0)} train rows ({self.data.get('format')}), "
+            f"  data        {self.data.get('train_rows', 0) if not self.data.get('streamed') else 'streamed'} train "
+            f"rows ({self.data.get('format')}), "
             f"{self.data.get('eval_rows', 0)} held out, {self.data.get('skipped_rows', 0)} skipped",
             *self._source_lines(),
             f"  training    {self.steps} steps in {self.seconds:.0f}s"
@@ -74,8 +75,13 @@ class RunResult:
         """One line per data source (rows it gave), and the bundled sets that made way for the user's own."""
         lines = []
         for name, source in self.data.get("sources", {}).items():
-            rows = (f"{source['train_rows']} train / {source['heldout_rows']} held out" if "train_rows" in source
-                    else f"{source['valid_rows']} held out")
+            if source.get("streamed"):
+                rows = f"streamed, {source['share']:.0%} of the rows drawn"
+            elif "train_rows" in source:
+                rows = f"{source['train_rows']} train / {source['heldout_rows']} held out"
+                rows += f", {source['share']:.0%} of the rows drawn" if "share" in source else ""
+            else:
+                rows = f"{source['valid_rows']} held out"
             skipped = f", {source['skipped_rows']} skipped" if source.get("skipped_rows") else ""
             lines.append(f"    {name:<18} {rows}{skipped}  ({source.get('layout')}: {source.get('path')})")
         for name in self.data.get("set_aside", {}):
@@ -86,8 +92,8 @@ class RunResult:
 def data_summary(report: dict) -> dict:
     """What the summary says about the data: totals, and the rows of every source (data_report.json has more)."""
     keep = ("path", "layout", "format", "converted_to", "weight", "train_rows", "heldout_rows", "valid_rows",
-            "skipped_rows")
-    summary = {k: report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows")}
+            "skipped_rows", "streamed", "share")
+    summary = {k: report[k] for k in ("format", "train_rows", "eval_rows", "skipped_rows", "streamed") if k in report}
     summary["sources"] = {name: {k: v for k, v in source.items() if k in keep}
                           for name, source in report.get("sources", {}).items()}
     if report.get("set_aside"):

@@ -28,6 +28,7 @@ from align_train.tracking import (  # isort: skip
 from align_train import console
 from align_train.config import check_config
 from align_train.data import load_data
+from align_train.data.streaming import check_streaming
 from align_train.distributed import on_main_process, process_state
 from align_train.errors import ConfigError, DataError
 from align_train.evaluation.evaluator import Evaluator, brief, check_eval_config, evaluation_records, headline
@@ -127,6 +128,7 @@ def validate_config(cfg, world_size: int = 1, launch=None) -> tuple[Objective, T
     check_hub(cfg.hub)
     check_trainer_kwargs(dict(cfg.train.trainer_kwargs), objective.trl_field_names())
     check_latent_perturbation(cfg.train.latent_perturbation)
+    check_streaming(cfg)
     if cfg.eval.enabled:
         check_eval_config(cfg.eval)
         vllm = [f"eval.{name}.generation.backend" for name in ("refusal", "over_refusal")
@@ -203,7 +205,8 @@ def announce_data(data, warnings_found: list[str]) -> None:
     if data.report["skipped_rows"]:
         console.log(f"skipped {data.report['skipped_rows']} invalid row(s) (data.skip_invalid_rows=true); see "
                     "data_report.json")
-    console.log(f"data: {data.report['train_rows']} train / {data.report['eval_rows']} held-out rows, "
+    train_rows = "streamed" if data.report.get("streamed") else data.report["train_rows"]
+    console.log(f"data: {train_rows} train / {data.report['eval_rows']} held-out rows, "
                 f"format {data.format}")
 
 

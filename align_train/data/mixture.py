@@ -10,7 +10,8 @@ command line that names a source of its own trains on its sources alone; the exa
 displaces are listed in the report (``set_aside``).
 
 Everything stays in Arrow: splits, weights and the final shuffle are index selections, the
-conversion is a batched map. On a multi-process launch the main process of each node reads and
+conversion is a batched map. A source with ``streaming: true`` (streaming.py) makes the training
+set a stream that draws from every source by weight. On a multi-process launch the main process of each node reads and
 validates first; the others then find every step in the `datasets` cache.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 from align_train import console
 from align_train.data.formats import CONVERSIONS, FORMATS, accepted_formats, conversion_path, features_for
 from align_train.data.sources import SourceRows, read_source
+from align_train.data.streaming import interleave, read_stream
 from align_train.errors import ConfigError, DataError
 
 
@@ -141,11 +143,24 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
     train_parts: dict[str, tuple[object, bool]] = {}
     held_parts: dict[str, tuple[str, str, bool, object]] = {}  # key -> (source format, target, conversational, rows)
     targets: dict[str, str] = {}
+    # With a streamed source the mixture is a stream too, and weights are each source's share of the rows drawn.
+    streaming = any(source.streaming for source in sources.values())
+    total_weight = sum(source.weight for source in sources.values())
+    streams: dict[str, tuple[object, float]] = {}
 
     for name, source in sources.items():
         key = f"data.train.{name}"
         if not source.weight > 0 or source.weight == float("inf"):  # NaN fails the first test
             raise ConfigError(f"{key}.weight must be > 0 and finite, got {source.weight}")
+        if source.streaming:
+            stream = read_stream(key, source, data_cfg.skip_invalid_rows, mirror, data_cfg.seed)
+            targets[key] = "documents"
+            streams[key] = (stream.dataset, source.weight)
+            report["sources"][name] = {"path": source.path, "layout": stream.layout, "format": "documents",
+                                       "converted_to": "documents", "streamed": True, "weight": source.weight,
+                                       "share": source.weight / total_weight, "rows": None, "valid_rows": None,
+                                       "train_rows": None, "heldout_rows": 0, "skipped_rows": None}
+            continue
         src = read_source(key, source, data_cfg.skip_invalid_rows, mirror)
         targets[key] = _target_format(key, src, accepted, objective)
         conversational = src.conversational
@@ -157,7 +172,7 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
             if n_held >= len(indices):
                 raise DataError(f"{key}: {len(indices)} rows leave nothing to train on after holding out {n_held}")
             held, indices = indices[:n_held], indices[n_held:]
-        train_indices = _weighted(indices, source.weight, rng)
+        train_indices = rng.permutation(indices) if streaming else _weighted(indices, source.weight, rng)
         if not len(train_indices):
             raise ConfigError(f"{key}.weight={source.weight} keeps none of the source's {len(indices)} training rows; "
                               f"use at least {1 / len(indices):.2g} or leave the source out")
@@ -170,6 +185,7 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
             "weight": source.weight,
             "train_rows": len(part),
             "heldout_rows": len(held),
+            **({"share": source.weight / total_weight} if streaming else {}),
         }
 
     for name, source in data_cfg.eval.items():
@@ -198,14 +214,20 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
             heldout.setdefault(source_format, []).extend(rows.to_list())
     _check_one_kind({**train_parts, **eval_parts})
 
-    train = _concatenate([part for part, _ in train_parts.values()])
-    train = train.select(rng.permutation(len(train)))
+    if streaming:  # in-memory parts are already shuffled; each stream shuffles in its buffer
+        weights = {f"data.train.{name}": source.weight for name, source in sources.items()}
+        train = interleave({**{key: (part, weights[key]) for key, (part, _) in train_parts.items()}, **streams},
+                           data_cfg.seed)
+    else:
+        train = _concatenate([part for part, _ in train_parts.values()])
+        train = train.select(rng.permutation(len(train)))
     evaluation = _concatenate([part for part, _ in eval_parts.values()]) if eval_parts else None
     fmt = next(iter(targets.values()))
     report.update(
         format=fmt,
-        train_rows=len(train),
+        train_rows=None if streaming else len(train),
         eval_rows=len(evaluation) if evaluation is not None else 0,
-        skipped_rows=sum(s["skipped_rows"] for s in report["sources"].values()),
+        skipped_rows=sum(s["skipped_rows"] or 0 for s in report["sources"].values()),
+        **({"streamed": True} if streaming else {}),
     )
     return DataBundle(format=fmt, train=train, eval=evaluation, heldout=heldout, report=report)

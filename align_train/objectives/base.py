@@ -39,7 +39,9 @@ class Objective(ABC):
         """
         from align_train.models import chat_template_presets, template_stop_problem
 
-        sample = data.train[0]
+        from datasets import IterableDataset
+
+        sample = next(iter(data.train)) if isinstance(data.train, IterableDataset) else data.train[0]
         if not any(isinstance(v, list) for v in sample.values()):
             return []
         if not tokenizer.chat_template:
