@@ -21,7 +21,7 @@ from align_train.training_args import common_trainer_args
 from align_train.tuning import make_tuning
 from tests.conftest import compose_config
 from tests.test_bco import feedback_rows
-from tests.test_losses import pairs, perturb
+from tests.test_losses import one_batch, pairs
 
 PLAIN = ["objective.chunked_logprobs=false"]  # TRL's head: one tile holds the whole 2,048-token vocabulary
 CHUNKED = ["objective.logprob_vocab_chunk=300"]  # seven tiles, the last one short
@@ -50,19 +50,7 @@ CASES = {  # name: (recipe overrides, rows, data format)
 
 def loss_and_grads(overrides, rows, fmt, tmp_path):
     """One batch's loss and the gradient of every trainable parameter, through the run's own wiring."""
-    cfg = compose_config(*overrides, *BATCH)
-    objective, tuning = make_objective(cfg.objective), make_tuning(cfg.tuning)
-    tokenizer = load_tokenizer(cfg.model)
-    torch.manual_seed(0)
-    model = load_model(cfg.model)
-    reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
-    data = objective.prepare(model, tokenizer, DataBundle(format=fmt, train=Dataset.from_list(rows), eval=None), None)
-    tuning.prepare(model, tokenizer, tmp_path / "tuning")
-    model = tuning.apply(model)
-    args = objective.make_args(common_trainer_args(cfg, str(tmp_path), 1), data)
-    trainer = objective.build_trainer(model, reference, tokenizer, data, args, [], **tuning.trainer_kwargs())
-    perturb(trainer.model)
-    batch = next(iter(trainer.get_train_dataloader()))
+    trainer, _, _, batch = one_batch(compose_config(*overrides, *BATCH), rows, fmt, tmp_path)
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()

@@ -42,24 +42,28 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
                 param.add_(torch.randn(param.shape, generator=generator) * scale)
 
 
-def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = False, return_trainer: bool = False,
-                 train_mode: bool = False):
-    """TRL's loss on one batch holding exactly ``rows``, and the models it used.
-
-    The run's own wiring (reference copy or not, strategy's trainer kwargs) builds the trainer;
-    then the trainable parameters are perturbed so policy and reference differ.
-    """
+def one_batch(cfg, rows: list[dict], fmt: str, tmp_path):
+    """The trainer the run would build for ``cfg`` (reference copy or not, the strategy's preparation and trainer
+    kwargs) over exactly ``rows``, its trainable parameters perturbed so policy and reference differ; returns
+    (trainer, reference, tokenizer, the one batch holding ``rows``)."""
     objective, tuning = make_objective(cfg.objective), make_tuning(cfg.tuning)
     tokenizer = load_tokenizer(cfg.model)
     torch.manual_seed(0)
     model = load_model(cfg.model)
     reference = frozen_copy(model) if objective.needs_reference_model() and not tuning.provides_reference else None
     data = objective.prepare(model, tokenizer, DataBundle(format=fmt, train=Dataset.from_list(rows), eval=None), None)
+    tuning.prepare(model, tokenizer, tmp_path / "tuning")
     model = tuning.apply(model)
     args = objective.make_args(common_trainer_args(cfg, str(tmp_path), 1), data)
     trainer = objective.build_trainer(model, reference, tokenizer, data, args, [], **tuning.trainer_kwargs())
     perturb(trainer.model)
-    batch = next(iter(trainer.get_train_dataloader()))
+    return trainer, reference, tokenizer, next(iter(trainer.get_train_dataloader()))
+
+
+def trainer_loss(cfg, rows: list[dict], tmp_path, fmt: str, backward: bool = False, return_trainer: bool = False,
+                 train_mode: bool = False):
+    """TRL's loss on one batch holding exactly ``rows``, and the models it used (``one_batch``)."""
+    trainer, reference, tokenizer, batch = one_batch(cfg, rows, fmt, tmp_path)
     trainer.model.train(train_mode)  # training mode: state kept across steps (BCO's reward shift) updates
     with torch.set_grad_enabled(backward):
         loss = trainer.compute_loss(trainer.model, batch)
