@@ -516,13 +516,10 @@ class SeparationSuiteConfig:
 
 
 @dataclass
-class LatentRobustnessSuiteConfig:
-    """latent_robustness: the latent activation steering attack per layer, judged on harmful prompts."""
+class LatentRobustnessSuiteConfig(GenerationSuiteConfig):
+    """latent_robustness: the latent activation steering attack per layer, judged on harmful prompts (a generation
+    suite's prompts, generation and judge, plus the attack's own settings)."""
 
-    enabled: bool = False
-    prompts: PromptSetConfig = field(default_factory=PromptSetConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
     layers: Optional[List[int]] = None  # 1-based blocks attacked one at a time; None: every block
     scale: float = bounded(1.0, POSITIVE)  # multiplies the normalised perturbation (1: the paper's)
     seed: int = bounded(0, SEED)  # the random vector
