@@ -4,6 +4,7 @@ behind, what they change (and do not change), resume, and the effect of training
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,30 @@ def test_tiny_dpo_raises_heldout_preference_accuracy(tmp_path):
     assert after["perplexity"] < before["perplexity"] * 1.1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["after"] == pytest.approx(after)
+    assert_readme_shows(result, tmp_path / "final")
+
+
+def assert_readme_shows(result, final_dir) -> None:
+    """This is the default run: the README's summary block and example answers are what it gives."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align_train.config import GenerationConfig
+    from align_train.inference.generation import generate
+    from align_train.paths import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    shown = dict(re.findall(r"^    (\w+) +(?:-|[\d.]+) +->  ([\d.]+)", readme, re.M))
+    assert {"preference_accuracy", "reward_accuracy", "perplexity"} <= set(shown), shown
+    for key, value in shown.items():
+        assert result.after[key] == pytest.approx(float(value), rel=1e-3, abs=1e-3), key
+    rows = re.findall(r"^\| (How do I [^|]*\?) \| ([^|]*?)\.\.\. \| ([^|]*?)\.\.\.", readme, re.M)
+    assert len(rows) == 3, rows
+    config = GenerationConfig(max_new_tokens=40)
+    for column, model_dir in ((1, PROJECT_ROOT / "data" / "tiny-llama"), (2, final_dir)):
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        answers = generate(model, AutoTokenizer.from_pretrained(model_dir), [row[0] for row in rows], config)
+        for row, answer in zip(rows, answers):
+            assert answer.startswith(row[column]), (row[0], answer)
 
 
 def test_tiny_kto_with_lora_learns_at_the_strategys_learning_rate(tmp_path):
