@@ -155,6 +155,20 @@ def dpo_overrides(model: Path, rows: Path, steps: int, global_batch: int, per_de
     ]
 
 
+def one_epoch_dpo(work: Path, quick: bool) -> tuple[Path, Path, int, int, list[str]]:
+    """(model, rows file, rows, steps, overrides) for one whole epoch of the bundled pairs, 8 per step.
+
+    Precomputing reference log-probs pays one pass over the data up front, so a shorter run would charge
+    it for rows it never trains on.
+    """
+    model = build_bench_model(work / "bench-llama")
+    n_rows = 80 if quick else 320
+    steps = n_rows // 8
+    rows = write_rows([json.loads(line) for line in (ROOT / "data/tiny/preference.jsonl").open()][:n_rows],
+                      work / f"pairs-{n_rows}.jsonl")
+    return model, rows, n_rows, steps, dpo_overrides(model, rows, steps, 8, 8)
+
+
 def part_overhead(work: Path, quick: bool) -> dict:
     """The same DPO run through align-train and through a plain TRL script: step time and loss curves."""
     model = build_bench_model(work / "bench-llama")
@@ -191,14 +205,7 @@ def part_overhead(work: Path, quick: bool) -> dict:
 
 def part_defaults(work: Path, quick: bool) -> dict:
     """What the defaults buy: precomputed reference log-probs, padding-free, LoRA's reference."""
-    model = build_bench_model(work / "bench-llama")
-    # One whole epoch (320 rows, 8 per step): precomputing reference log-probs pays one pass over the
-    # data up front, so a shorter run would charge it for rows it never trains on.
-    n_rows = 80 if quick else 320
-    steps = n_rows // 8
-    rows = write_rows([json.loads(line) for line in (ROOT / "data/tiny/preference.jsonl").open()][:n_rows],
-                      work / f"pairs-{n_rows}.jsonl")
-    base = dpo_overrides(model, rows, steps, 8, 8)
+    model, rows, _, steps, base = one_epoch_dpo(work, quick)
     cases = {
         "reference_copy": {"kind": "align", "overrides": base},
         "precomputed_reference": {"kind": "align", "overrides": [*base, "objective.precompute_ref_log_probs=true"]},

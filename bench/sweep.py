@@ -11,21 +11,15 @@ would charge it for rows it never trains on). The losses of each beta must agree
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 BETAS = (0.05, 0.1, 0.2, 0.4)
 
 
 def part_sweep(work: Path, quick: bool) -> dict:
-    from bench.run import ROOT, build_bench_model, dpo_overrides, median_step, run_case, write_rows
+    from bench.run import median_step, one_epoch_dpo, run_case
 
-    model = build_bench_model(work / "bench-llama")
-    n_rows = 80 if quick else 320
-    steps = n_rows // 8
-    rows = write_rows([json.loads(line) for line in (ROOT / "data/tiny/preference.jsonl").open()][:n_rows],
-                      work / f"sweep-pairs-{n_rows}.jsonl")
-    base = dpo_overrides(model, rows, steps, 8, 8)
+    _, _, n_rows, steps, base = one_epoch_dpo(work, quick)
     cached_root, independent_root = work / "sweep-cached", work / "sweep-independent"
     cached, independent = {}, {}
     for beta in BETAS:  # interleaved, so drift in machine load hits both alike
