@@ -259,6 +259,16 @@ def is_conversational(row: dict) -> bool:
     return any(isinstance(v, list) for v in row.values())
 
 
+def is_list_feature(feature) -> bool:
+    """An Arrow column of lists (a conversation's messages), under any of the names `datasets` gives them."""
+    return type(feature).__name__ in ("List", "Sequence", "LargeList")
+
+
+def has_conversations(features) -> bool:
+    """Whether rows of this schema are conversational, read from the schema alone (no row, so no stream read)."""
+    return any(is_list_feature(feature) for feature in features.values())
+
+
 # --------------------------------------------------------------------------- Arrow schemas
 
 

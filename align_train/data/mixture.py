@@ -11,8 +11,8 @@ displaces are listed in the report (``set_aside``).
 
 Everything stays in Arrow: splits, weights and the final shuffle are index selections, the
 conversion is a batched map. A source with ``streaming: true`` (streaming.py) makes the training
-set a stream that draws from every source by weight. On a multi-process launch the main process of each node reads and
-validates first; the others then find every step in the `datasets` cache.
+set a stream that draws from every source by weight. On a multi-process launch the main process of
+each node reads and validates first; the others then find every step in the `datasets` cache.
 """
 
 from __future__ import annotations
@@ -145,8 +145,9 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
     targets: dict[str, str] = {}
     # With a streamed source the mixture is a stream too, and weights are each source's share of the rows drawn.
     streaming = any(source.streaming for source in sources.values())
-    total_weight = sum(source.weight for source in sources.values())
-    streams: dict[str, tuple[object, float]] = {}
+    weights = {f"data.train.{name}": source.weight for name, source in sources.items()}
+    total_weight = sum(weights.values())
+    streams: dict[str, object] = {}
 
     for name, source in sources.items():
         key = f"data.train.{name}"
@@ -155,7 +156,7 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
         if source.streaming:
             stream = read_stream(key, source, data_cfg.skip_invalid_rows, mirror, data_cfg.seed)
             targets[key] = "documents"
-            streams[key] = (stream.dataset, source.weight)
+            streams[key] = stream.dataset
             report["sources"][name] = {"path": source.path, "layout": stream.layout, "format": "documents",
                                        "converted_to": "documents", "streamed": True, "weight": source.weight,
                                        "share": source.weight / total_weight, "rows": None, "valid_rows": None,
@@ -215,9 +216,8 @@ def _load_data(data_cfg, accepted: tuple[str, ...], objective: str) -> DataBundl
     _check_one_kind({**train_parts, **eval_parts})
 
     if streaming:  # in-memory parts are already shuffled; each stream shuffles in its buffer
-        weights = {f"data.train.{name}": source.weight for name, source in sources.items()}
-        train = interleave({**{key: (part, weights[key]) for key, (part, _) in train_parts.items()}, **streams},
-                           data_cfg.seed)
+        parts = {**{key: part for key, (part, _) in train_parts.items()}, **streams}
+        train = interleave({key: (part, weights[key]) for key, part in parts.items()}, data_cfg.seed)
     else:
         train = _concatenate([part for part, _ in train_parts.values()])
         train = train.select(rng.permutation(len(train)))

@@ -31,8 +31,10 @@ from align_train.data.formats import (
     choose_layout,
     describe_layouts,
     features_for,
+    has_conversations,
     infer_layout,
     is_conversational,
+    is_list_feature,
     known_settings,
     layouts_for,
     normalise_row,
@@ -78,8 +80,7 @@ class SourceRows:
 
     @property
     def conversational(self) -> bool:
-        return len(self.dataset) > 0 and any(
-            type(f).__name__ in ("List", "Sequence") for f in self.dataset.features.values())
+        return len(self.dataset) > 0 and has_conversations(self.dataset.features)
 
 
 # --------------------------------------------------------------------------- files line by line
@@ -400,8 +401,7 @@ def num_proc_for(rows: int) -> int | None:
 
 
 def _arrow_kind(dataset, layout: str) -> bool:
-    feature = dataset.features.get(LAYOUTS[layout].main)
-    return type(feature).__name__ in ("List", "Sequence", "LargeList")
+    return is_list_feature(dataset.features.get(LAYOUTS[layout].main))
 
 
 def _python_only(dataset, layout: str) -> bool:

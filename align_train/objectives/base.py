@@ -37,12 +37,10 @@ class Objective(ABC):
         Conversational data needs a chat template (the tokenizer's, or ``model.chat_template``), and one
         whose assistant turns end with a token the model's generation config stops on.
         """
+        from align_train.data.formats import has_conversations
         from align_train.models import chat_template_presets, template_stop_problem
 
-        from datasets import IterableDataset
-
-        sample = next(iter(data.train)) if isinstance(data.train, IterableDataset) else data.train[0]
-        if not any(isinstance(v, list) for v in sample.values()):
+        if not has_conversations(data.train.features):  # the schema: a streamed set is not read here
             return []
         if not tokenizer.chat_template:
             raise DataError(
