@@ -198,11 +198,23 @@ class MidtrainObjectiveConfig(ObjectiveConfig):
 
 
 @dataclass
-class DPOObjectiveConfig(ObjectiveConfig):
+class ReferenceObjectiveConfig(ObjectiveConfig):
+    """An objective scored against a frozen reference (DPO, KTO, BCO): its strength, and where the reference's
+    log-probs come from."""
+
+    beta: float = trl(0.1, bound=POSITIVE)
+    # Reference log-probs computed once before training: no reference model in memory while training.
+    precompute_ref_log_probs: bool = trl(False)
+    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
+    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
+    ref_cache: bool = True
+
+
+@dataclass
+class DPOObjectiveConfig(ReferenceObjectiveConfig):
     """Direct preference optimisation and its variants through TRL's DPOTrainer."""
 
     name: str = "dpo"
-    beta: float = trl(0.1, bound=POSITIVE)
     # One or several of TRL's loss types; several are combined with loss_weights (e.g. MPO).
     loss_type: List[str] = trl(factory=lambda: ["sigmoid"])
     loss_weights: Optional[List[float]] = trl(None)
@@ -212,29 +224,19 @@ class DPOObjectiveConfig(ObjectiveConfig):
     f_alpha_divergence_coef: float = trl(0.5, bound=POSITIVE)
     discopop_tau: float = trl(0.05, bound=POSITIVE)
     use_weighting: bool = trl(False)
-    # Reference log-probs computed once before training: no reference model in memory while training.
-    precompute_ref_log_probs: bool = trl(False)
-    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
-    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
-    ref_cache: bool = True
     sync_ref_model: bool = trl(False)
     ref_model_mixup_alpha: float = trl(0.6, bound=UNIT)
     ref_model_sync_steps: int = trl(512, bound=COUNT)
 
 
 @dataclass
-class KTOObjectiveConfig(ObjectiveConfig):
+class KTOObjectiveConfig(ReferenceObjectiveConfig):
     """Kahneman-Tversky optimisation on unpaired thumbs-up / thumbs-down data via TRL's KTOTrainer."""
 
     name: str = "kto"
-    beta: float = trl(0.1, bound=POSITIVE)
     loss_type: str = trl("kto")  # kto | apo_zero_unpaired
     desirable_weight: float = trl(1.0, bound=POSITIVE)
     undesirable_weight: float = trl(1.0, bound=POSITIVE)
-    precompute_ref_log_probs: bool = trl(False)
-    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
-    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
-    ref_cache: bool = True
 
 
 @dataclass
@@ -257,15 +259,10 @@ class UDMConfig:
 
 
 @dataclass
-class BCOObjectiveConfig(ObjectiveConfig):
+class BCOObjectiveConfig(ReferenceObjectiveConfig):
     """Binary classifier optimisation on thumbs-up / thumbs-down feedback (ours: TRL 1.16 has no BCO trainer)."""
 
     name: str = "bco"
-    beta: float = trl(0.1, bound=POSITIVE)
-    precompute_ref_log_probs: bool = trl(False)
-    # With precompute_ref_log_probs: the log-probs are kept beside the run directories (ref_cache/) and reused by
-    # every run with the same reference, tokenised data, max length and chat template (a sweep over beta).
-    ref_cache: bool = True
     udm: UDMConfig = field(default_factory=UDMConfig)
 
 
